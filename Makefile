@@ -1,0 +1,41 @@
+# The course in two commands:  `make course`  (run every notebook on the tiny profile)  and  `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# Installed first and pinned: an unpinned torch pulls several GB of CUDA packages on a CPU machine.
+TORCH  ?= torch==2.13.0
+STAMP  := $(VENV)/.installed
+PROFILE ?= tiny
+
+.PHONY: install course test lab lint data clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Execute notebooks 00 -> 06 in order on the tiny profile; executed copies and results land in outputs/.
+course: $(STAMP)
+	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course
+
+## Unit tests, then every notebook executed on the tiny profile.
+test: $(STAMP)
+	RLHF_PROFILE=tiny $(BIN)/python -m pytest
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlhf_helpers tests benchmarks
+
+## Regenerate the committed course dataset in data/ (deterministic).
+data: $(STAMP)
+	$(BIN)/python -m rlhf_helpers.course_data --out data --seed 0
+
+clean:
+	rm -rf outputs/checkpoints outputs/prepared_data outputs/notebooks

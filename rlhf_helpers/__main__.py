@@ -1,0 +1,33 @@
+"""Command line: ``python -m rlhf_helpers data check|convert ...`` and ``python -m rlhf_helpers course``."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m rlhf_helpers COMMAND ...
+
+commands:
+  data check PATH [--map prompt=question,...]   detect the format, count records, print the validation report
+  data convert PATH OUT.jsonl [--map ...]       write canonical records (atomically)
+  course [--profile tiny] [--only 00,01]        execute the notebooks in order, results under outputs/
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "data":
+        from .data import cli
+    elif command == "course":
+        from .notebooks import cli
+    else:
+        print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    return cli(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

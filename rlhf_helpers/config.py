@@ -1,0 +1,338 @@
+"""Profiles: every setting of the course in one place, as dataclasses with documented defaults.
+
+A *profile* groups the per-stage configs. Three exist:
+
+* ``tiny``  – offline, CPU only: a tokenizer and a few-million-parameter model built from the
+  course's own data, the whole course in minutes. The tests run this profile.
+* ``colab`` – a 16 GB T4-class GPU with the Hugging Face Hub: gpt2 on
+  ``Dahoas/synthetic-instruct-gptj-pairwise``, QLoRA of a 0.5B-class model.
+* ``cpu``   – a laptop with internet and no GPU: a small hub model, short runs.
+
+:func:`get_profile` picks one from its argument, else ``$RLHF_PROFILE``, else the hardware
+(a CUDA GPU -> ``colab``, none -> ``tiny``). :class:`Paths` decides where every stage's
+artifacts live, so a later notebook finds an earlier stage's output by itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROFILE_NAMES = ("tiny", "colab", "cpu")
+
+# Which notebook produces each stage's artifacts, so a missing one can be named in the error.
+STAGE_NOTEBOOK = {
+    "base": "01_data_preparation.ipynb",
+    "data": "01_data_preparation.ipynb",
+    "sft_full": "02_sft_full.ipynb",
+    "sft_qlora": "03_sft_qlora.ipynb",
+    "reward": "04_reward_modeling.ipynb",
+    "ppo": "05_ppo.ipynb",
+    "eval": "06_evaluation.ipynb",
+}
+
+
+class MissingStageError(FileNotFoundError):
+    """An earlier stage's artifacts are missing; the message names the notebook to run first."""
+
+
+@dataclass
+class Paths:
+    """Where artifacts go. ``root`` defaults to ``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``."""
+
+    root: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_OUTPUT_DIR", REPO_ROOT / "outputs")))
+    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_DATA_DIR", REPO_ROOT / "data")))
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.data_dir = Path(self.data_dir)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def prepared_data(self) -> Path:
+        """The splits notebook 01 saves for the later notebooks."""
+        return self.root / "prepared_data"
+
+    @property
+    def executed_notebooks(self) -> Path:
+        return self.root / "notebooks"
+
+    def checkpoint(self, stage: str) -> Path:
+        """Directory of one stage's model, e.g. ``outputs/checkpoints/sft_full``."""
+        return self.checkpoints / stage
+
+    def result(self, name: str) -> Path:
+        self.results.mkdir(parents=True, exist_ok=True)
+        return self.results / name
+
+    def plot(self, name: str) -> Path:
+        self.plots.mkdir(parents=True, exist_ok=True)
+        return self.plots / name
+
+    def require(self, stage: str) -> Path:
+        """Return the stage's artifact directory, or say which notebook to run first."""
+        path = self.prepared_data if stage == "data" else self.checkpoint(stage)
+        if not (path.exists() and any(path.iterdir())):
+            nb = STAGE_NOTEBOOK.get(stage, "the notebook of that stage")
+            raise MissingStageError(f"No '{stage}' artifacts at {path}. Run notebooks/{nb} first.")
+        return path
+
+
+@dataclass
+class DataConfig:
+    """Where the course's data comes from and how it is split."""
+
+    source: str = "course"  # "course" = the JSONL files in data/; else a local file or hub dataset name
+    sft_eval_fraction: float = 0.05  # share of SFT pairs held out for the eval loss
+    preference_test_fraction: float = 0.1  # share of preference pairs held out for accuracy
+    num_heldout_prompts: int = 64  # held-out prompts (with references) used by the evaluation
+    max_prompt_chars: int = 600  # longer prompts are reported, then dropped from training
+    max_response_chars: int = 600
+    hub_split: str = "train"  # split of a hub dataset to read
+
+
+@dataclass
+class ModelConfig:
+    """The base model: ``name="tiny"`` builds one offline; anything else is a hub name."""
+
+    name: str = "tiny"
+    vocab_size: int = 2048  # tiny: BPE vocabulary trained on data/
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    n_positions: int = 256
+    pretrain_steps: int = 400  # tiny: causal-LM steps on generic topic text (not the chat format)
+    pretrain_batch_size: int = 32
+    pretrain_seq_len: int = 64
+    pretrain_lr: float = 3e-3
+    dtype: str = "auto"  # "auto": bf16/fp16 on a GPU that has it, float32 on CPU
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings shared by every notebook (see :mod:`rlhf_helpers.generation`)."""
+
+    max_new_tokens: int = 48
+    do_sample: bool = False  # greedy by default; sampling for PPO rollouts
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    batch_size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class SFTConfig:
+    """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
+
+    learning_rate: float = 1e-3
+    max_steps: int = 300
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    eval_steps: int = 50
+    logging_steps: int = 10
+    max_length: int = 160  # tokens of prompt + response
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False  # TRL turns it on by default; ~60% slower on tiny models
+    seed: int = 0
+
+
+@dataclass
+class QLoRAConfig:
+    """QLoRA: a 4-bit (nf4) frozen base plus trainable LoRA adapters."""
+
+    base: str | None = None  # model to quantize; None = the profile's base model
+    load_in_4bit: bool = True  # falls back to plain LoRA where bitsandbytes cannot load 4-bit
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_use_double_quant: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: str | list[str] = "all-linear"
+    learning_rate: float = 3e-3
+    max_steps: int = 300
+    per_device_train_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    eval_steps: int = 50
+    logging_steps: int = 10
+    max_length: int = 160
+    optim: str = "adamw_torch"  # on GPU: "paged_adamw_8bit"
+    seed: int = 0
+
+
+@dataclass
+class RewardConfig:
+    """Reward model: the SFT model with a scalar head, trained with a Bradley-Terry loss."""
+
+    base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
+    learning_rate: float = 1e-3
+    max_steps: int = 300
+    per_device_train_batch_size: int = 32
+    eval_steps: int = 50
+    logging_steps: int = 10
+    max_length: int = 160  # RewardTrainer *drops* longer pairs; we report how many
+    use_margin: bool = False
+    use_lora: bool = False
+    lora_r: int = 16
+    seed: int = 0
+
+
+@dataclass
+class PPOConfig:
+    """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does)."""
+
+    learning_rate: float = 3e-4
+    total_updates: int = 40
+    batch_size: int = 32  # prompts per rollout
+    mini_batch_size: int = 8
+    ppo_epochs: int = 4
+    gradient_accumulation_steps: int = 1
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    init_kl_coef: float = 0.05  # beta
+    adaptive_kl: bool = False
+    target_kl: float = 6.0
+    kl_horizon: int = 10000
+    gamma: float = 1.0
+    lam: float = 0.95
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    max_grad_norm: float = 1.0
+    whiten_rewards: bool = False
+    missing_eos_penalty: float | None = 1.0
+    use_lora: bool = False
+    gradient_checkpointing: bool = False
+    sample_every: int = 10
+    save_every: int = 10
+    max_kl: float = 50.0  # stop the run if the mean KL goes beyond this
+    seed: int = 0
+
+
+@dataclass
+class EvalConfig:
+    """Final comparison of every stage's policy on the held-out prompts."""
+
+    num_prompts: int = 64
+    max_new_tokens: int = 48
+    seed: int = 0
+    judge: str = "gold"  # "gold" = the course's rubric judge; else a hub judge model name
+    bootstrap_samples: int = 1000
+
+
+@dataclass
+class Profile:
+    """One profile = one setting for every stage."""
+
+    name: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    qlora: QLoRAConfig = field(default_factory=QLoRAConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    paths: Paths = field(default_factory=Paths)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["paths"] = {"root": str(self.paths.root), "data_dir": str(self.paths.data_dir)}
+        return d
+
+
+def _tiny() -> Profile:
+    return Profile(name="tiny")
+
+
+def _colab() -> Profile:
+    return Profile(
+        name="colab",
+        model=ModelConfig(name="gpt2", dtype="auto"),
+        data=DataConfig(source="Dahoas/synthetic-instruct-gptj-pairwise", num_heldout_prompts=200,
+                        max_prompt_chars=1500, max_response_chars=1500),
+        generation=GenerationConfig(max_new_tokens=128, batch_size=16),
+        sft=SFTConfig(learning_rate=5e-5, max_steps=2000, per_device_train_batch_size=8,
+                      gradient_accumulation_steps=2, eval_steps=200, logging_steps=20, max_length=512),
+        qlora=QLoRAConfig(base="Qwen/Qwen2.5-0.5B", learning_rate=2e-4, max_steps=1000,
+                          per_device_train_batch_size=8, gradient_accumulation_steps=2, eval_steps=200,
+                          logging_steps=20, max_length=512, optim="paged_adamw_8bit"),
+        reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
+                            eval_steps=200, logging_steps=20, max_length=512),
+        ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8,
+                      max_new_tokens=64, init_kl_coef=0.05, adaptive_kl=True, vf_coef=0.1),
+        eval=EvalConfig(num_prompts=200, max_new_tokens=128),
+    )
+
+
+def _cpu() -> Profile:
+    return Profile(
+        name="cpu",
+        model=ModelConfig(name="sshleifer/tiny-gpt2"),
+        data=DataConfig(source="Dahoas/synthetic-instruct-gptj-pairwise"),
+        sft=SFTConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
+        qlora=QLoRAConfig(base="sshleifer/tiny-gpt2", load_in_4bit=False, max_steps=200,
+                          per_device_train_batch_size=8, max_length=256),
+        reward=RewardConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
+        ppo=PPOConfig(total_updates=20, batch_size=16, mini_batch_size=4),
+    )
+
+
+_FACTORIES = {"tiny": _tiny, "colab": _colab, "cpu": _cpu}
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def resolve_profile_name(name: str | None = None) -> str:
+    """Argument, else ``$RLHF_PROFILE``, else the hardware: a CUDA GPU -> colab, none -> tiny."""
+    chosen = name or os.environ.get("RLHF_PROFILE") or ("colab" if has_cuda() else "tiny")
+    if chosen not in _FACTORIES:
+        raise ValueError(f"Unknown profile {chosen!r}; choose one of {', '.join(PROFILE_NAMES)}.")
+    return chosen
+
+
+def get_profile(name: str | None = None, **overrides: Any) -> Profile:
+    """Build a profile; ``overrides`` replace whole fields, e.g. ``get_profile('tiny', seed=1)``."""
+    profile = _FACTORIES[resolve_profile_name(name)]()
+    return replace(profile, **overrides) if overrides else profile
+
+
+def profiles_table() -> list[dict[str, Any]]:
+    """One row per profile with the settings that differ most between them (for notebook 00)."""
+    rows = []
+    for name in PROFILE_NAMES:
+        p = _FACTORIES[name]()
+        rows.append({
+            "profile": name,
+            "base model": p.model.name,
+            "QLoRA base": p.qlora.base or p.model.name,
+            "data": p.data.source,
+            "SFT steps": p.sft.max_steps,
+            "reward steps": p.reward.max_steps,
+            "PPO updates": p.ppo.total_updates,
+            "max new tokens": p.generation.max_new_tokens,
+        })
+    return rows

@@ -1,0 +1,59 @@
+"""The first cell of every notebook: pick the profile, seed everything, print what we run on."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import platform
+import random
+
+from .config import Profile, get_profile
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "evaluate")
+
+
+def library_versions() -> dict[str, str]:
+    """Installed version of each library the course uses ("missing" if absent)."""
+    # bitsandbytes warns at import that an optional hub-downloaded CPU kernel is missing; it falls back fine.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except Exception:  # bitsandbytes may fail to import on some platforms: report, don't crash
+            versions[name] = "missing"
+    return versions
+
+
+def device_name() -> str:
+    """'cuda (<GPU name>)', 'mps' or 'cpu'."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def start(profile: str | None = None, verbose: bool = True) -> Profile:
+    """Resolve the profile (argument > $RLHF_PROFILE > hardware), seed, and print the environment."""
+    prof = get_profile(profile)
+    seed_everything(prof.seed)
+    if verbose:
+        versions = library_versions()
+        print(f"profile : {prof.name}   (set RLHF_PROFILE=tiny|colab|cpu to change)")
+        print(f"device  : {device_name()}")
+        print(f"outputs : {prof.paths.root}")
+        print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return prof

@@ -1,0 +1,134 @@
+"""Execute the course notebooks in order (``make course``) and in the tests, with nbclient.
+
+Each notebook runs in a fresh kernel whose environment carries the profile (``RLHF_PROFILE``) and the
+output root (``RLHF_OUTPUT_DIR``), so the tests can run the whole course into a temporary directory.
+The executed copy of every notebook is kept (``outputs/notebooks/``) and its wall time recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import REPO_ROOT, Paths, resolve_profile_name
+
+NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook cell raised; the message names the notebook and the failing cell."""
+
+
+@dataclass
+class NotebookRun:
+    notebook: str
+    seconds: float
+    executed_copy: Path
+
+
+def course_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    """The numbered notebooks (``00_*.ipynb`` ...) in course order."""
+    return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    """Temporarily set environment variables (the kernel process inherits them)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _write_atomic(nb, path: Path) -> None:
+    import nbformat
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".ipynb.tmp")
+    nbformat.write(nb, str(tmp))
+    os.replace(tmp, path)
+
+
+def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800) -> NotebookRun:
+    """Run one notebook top to bottom; keep the executed copy under ``paths.executed_notebooks``.
+
+    Raises :class:`NotebookFailed` naming the notebook and cell; the partly executed copy is kept
+    so the traceback can be read there.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    path = Path(path)
+    nb = nbformat.read(str(path), as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    out = paths.executed_notebooks / path.name
+    env = {"RLHF_PROFILE": profile, "RLHF_OUTPUT_DIR": str(paths.root), "RLHF_DATA_DIR": str(paths.data_dir),
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    try:
+        with _environ(**env):
+            client.execute()
+    except CellExecutionError as err:
+        _write_atomic(nb, out)
+        raise NotebookFailed(f"{path.name} failed (executed copy: {out}):\n{err}") from None
+    seconds = time.perf_counter() - start
+    _write_atomic(nb, out)
+    return NotebookRun(path.name, seconds, out)
+
+
+def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Paths | None = None) -> list[NotebookRun]:
+    """Execute the notebooks in order, print and save each one's wall time; stop at the first failure."""
+    profile = resolve_profile_name(profile)
+    paths = paths or Paths()
+    runs: list[NotebookRun] = []
+    notebooks = [nb for nb in course_notebooks() if not only or nb.name[:2] in only]
+    for nb in notebooks:
+        print(f"[course] {nb.name} ...", flush=True)
+        run = execute_notebook(nb, paths, profile)
+        print(f"[course] {nb.name} done in {run.seconds:.0f} s", flush=True)
+        runs.append(run)
+    times = paths.result("notebook_times.csv")
+    tmp = times.with_suffix(".tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["notebook", "seconds"])
+        writer.writerows([r.notebook, f"{r.seconds:.1f}"] for r in runs)
+    os.replace(tmp, times)
+    total = sum(r.seconds for r in runs)
+    print("\n| notebook | wall time (s) |\n|---|---:|")
+    for r in runs:
+        print(f"| {r.notebook} | {r.seconds:.0f} |")
+    print(f"| **total** | {total:.0f} |")
+    summary = paths.results / "README.md"
+    if summary.exists():
+        print("\n" + summary.read_text())
+    return runs
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers course",
+                                     description="Execute the course notebooks in order.")
+    parser.add_argument("--profile", default=None, help="tiny | colab | cpu (default: $RLHF_PROFILE or auto)")
+    parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01")
+    args = parser.parse_args(argv)
+    only = [s.strip().zfill(2) for s in args.only.split(",") if s.strip()]
+    try:
+        run_course(args.profile, only)
+    except NotebookFailed as err:
+        print(err)
+        return 1
+    return 0
