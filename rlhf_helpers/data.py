@@ -1,0 +1,793 @@
+"""The data layer: load a dataset, detect its format, convert it to canonical records, validate, split, save.
+
+Canonical records (what every later module reads):
+
+* SFT          ``{"prompt", "response"}``
+* preference   ``{"prompt", "chosen", "rejected"}``
+* scored       ``{"prompt", "response", "score"}``   (for a regression reward model)
+* heldout      ``{"prompt", "reference"}``  and  text ``{"text"}``  (the course's own heldout/pretrain files)
+
+Other columns (``topic``, ``failure``, ``label_noise``, ``score_chosen``...) are kept as they are.
+Prompts are plain text: the chat scaffolding of public datasets (``"\\n\\nHuman: ... \\n\\nAssistant:"``) is
+stripped, so ``"\\n\\nHuman: " + prompt + "\\n\\nAssistant:"`` (the course's chat format) gives the original
+transcript back, multi-turn dialogues included.
+
+Sources: ``.jsonl``/``.json``/``.csv``/``.tsv`` (each optionally gzipped), ``.parquet``, a directory written by
+``Dataset.save_to_disk``, or a Hugging Face Hub dataset name. Formats are told apart by their columns
+(:data:`FORMATS`); other column names are renamed with a mapping, e.g. ``{"prompt": "question"}``.
+Malformed input raises :class:`DataFormatError` naming the file, line (or row) and field; questionable
+records (empty, chosen == rejected, duplicates, too long) are *reported* by :func:`validate` and removed,
+with the reason, by :func:`clean`. Command line: ``python -m rlhf_helpers data check|convert ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .config import DataConfig, Profile
+
+if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data` stays cheap
+    import pandas as pd
+    from datasets import Dataset, DatasetDict
+
+KINDS = ("sft", "preference", "scored", "heldout", "text")
+FIELDS = {  # the canonical fields of each kind; validation looks at these
+    "sft": ("prompt", "response"),
+    "preference": ("prompt", "chosen", "rejected"),
+    "scored": ("prompt", "response", "score"),
+    "heldout": ("prompt", "reference"),
+    "text": ("text",),
+}
+RESPONSE_FIELDS = ("response", "chosen", "rejected", "reference")  # checked against max_response_chars
+NUMBER_FIELDS = ("score", "score_chosen", "score_rejected", "margin")  # parsed as numbers wherever present
+ASSISTANT = "\n\nAssistant:"
+
+
+class DataFormatError(ValueError):
+    """Malformed input; the message starts with ``file:line:`` (or ``file: row N:``) and names the field."""
+
+
+# ----------------------------------------------------------------------------- field helpers
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _get(row: Mapping, name: str, where: str) -> Any:
+    if name not in row:
+        raise DataFormatError(f"{where}: field '{name}' is missing")
+    return row[name]
+
+
+def _text(row: Mapping, name: str, where: str) -> str:
+    value = _get(row, name, where)
+    if not isinstance(value, str):
+        raise DataFormatError(f"{where}: field '{name}' must be a string, got {_type_name(value)}")
+    return value
+
+
+def _number(row: Mapping, name: str, where: str) -> float:
+    """A finite number; numeric strings (all CSV cells are strings) are converted."""
+    value = _get(row, name, where)
+    try:
+        number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number):
+        raise DataFormatError(f"{where}: field '{name}' must be a number, got {value!r}")
+    return number
+
+
+def strip_scaffolding(prompt: str) -> str:
+    """``"\\n\\nHuman: Hi\\n\\nAssistant:"`` -> ``"Hi"``; inner turns of a multi-turn dialogue are kept."""
+    prompt = re.sub(r"^\s*Human:\s*", "", prompt, count=1)
+    return re.sub(r"\s*Assistant:\s*$", "", prompt).strip()
+
+
+def _split_transcript(row: Mapping, name: str, where: str) -> tuple[str, str]:
+    """HH-RLHF transcript -> (dialogue up to and including the last "\\n\\nAssistant:", final reply)."""
+    text = _text(row, name, where)
+    cut = text.rfind(ASSISTANT)
+    if cut < 0:
+        raise DataFormatError(f"{where}: field '{name}' has no '\\n\\nAssistant:' turn")
+    return text[: cut + len(ASSISTANT)], text[cut + len(ASSISTANT) :].strip()
+
+
+def _messages(value: Any, name: str, where: str) -> list[tuple[str, str]]:
+    """A list of ``{role, content}`` messages -> ``[(role, content), ...]``."""
+    if not isinstance(value, list) or not value:
+        raise DataFormatError(f"{where}: field '{name}' must be a non-empty list of messages")
+    for i, m in enumerate(value):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+            raise DataFormatError(f"{where}: field '{name}' message {i} needs string 'role' and 'content'")
+    return [(m["role"], m["content"]) for m in value]
+
+
+def _render(turns: list[tuple[str, str]]) -> str:
+    """Chat turns as prompt text: the first user turn plain, later ones tagged Human:/Assistant:."""
+    tag = {"assistant": "Assistant: ", "system": ""}
+    return strip_scaffolding("\n\n".join(tag.get(role, "Human: ") + content for role, content in turns))
+
+
+def _split_chat(row: Mapping, name: str, where: str) -> tuple[str, str]:
+    """Messages ending with an assistant reply -> (the earlier turns as prompt text, the reply)."""
+    turns = _messages(_get(row, name, where), name, where)
+    if turns[-1][0] != "assistant":
+        raise DataFormatError(f"{where}: field '{name}' must end with an assistant message, got '{turns[-1][0]}'")
+    return _render(turns[:-1]), turns[-1][1].strip()
+
+
+# ----------------------------------------------------------------------------- the format table
+Converter = Callable[[Mapping, str], dict]
+
+
+def _hh(row: Mapping, where: str) -> dict:
+    prompt, chosen = _split_transcript(row, "chosen", where)
+    prompt_r, rejected = _split_transcript(row, "rejected", where)
+    if prompt_r != prompt:
+        raise DataFormatError(f"{where}: field 'rejected' does not continue the same dialogue as 'chosen'")
+    return {"prompt": strip_scaffolding(prompt), "chosen": chosen, "rejected": rejected}
+
+
+def _chat_pair(row: Mapping, where: str) -> dict:
+    context, chosen = _split_chat(row, "chosen", where)
+    context_r, rejected = _split_chat(row, "rejected", where)
+    if context and context_r and context != context_r:
+        raise DataFormatError(f"{where}: field 'rejected' does not continue the same dialogue as 'chosen'")
+    prompt = context or context_r
+    if not prompt:  # TRL's conversational format: the prompt is its own field (a string or messages)
+        value = _get(row, "prompt", where)
+        prompt = _render(_messages(value, "prompt", where)) if isinstance(value, list) else _text(row, "prompt", where)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _dahoas(row: Mapping, where: str) -> dict:
+    return {"prompt": strip_scaffolding(_text(row, "prompt", where)),
+            "chosen": _text(row, "chosen", where).strip(), "rejected": _text(row, "rejected", where).strip()}
+
+
+def _plain(*names: str, rename: Mapping[str, str] | None = None, numbers: tuple[str, ...] = ()) -> Converter:
+    """Converter for formats that already have the canonical fields (maybe under another name)."""
+    def convert(row: Mapping, where: str) -> dict:
+        return {(rename or {}).get(n, n): (_number if n in numbers else _text)(row, n, where) for n in names}
+    return convert
+
+
+def _sft_messages(row: Mapping, where: str) -> dict:
+    prompt, response = _split_chat(row, "messages", where)
+    return {"prompt": prompt, "response": response}
+
+
+def _is_transcript(text: Any) -> bool:
+    """Does a prompt carry Human:/Assistant: scaffolding?"""
+    return isinstance(text, str) and (re.match(r"\s*Human:", text) is not None
+                                      or text.rstrip().endswith("Assistant:"))
+
+
+@dataclass(frozen=True)
+class Format:
+    """One known input format: how to recognise it from a record's columns, and how to convert a record."""
+
+    name: str  # short id, e.g. "hh_rlhf"
+    title: str  # human-readable
+    kind: str  # one of KINDS
+    needs: tuple[str, ...]  # columns that must all be present
+    convert: Converter
+    test: Callable[[Mapping], bool] = lambda row: True  # an extra check on the first record
+    consumes: tuple[str, ...] = ()  # further columns the format reads (not kept as extras)
+
+
+# First match wins: more specific formats come first.
+FORMATS: tuple[Format, ...] = (
+    Format("hh_rlhf", "Anthropic HH-RLHF transcripts (chosen/rejected dialogues)", "preference",
+           ("chosen", "rejected"), _hh, lambda r: "prompt" not in r and isinstance(r["chosen"], str)),
+    Format("chat_preference", "chat-message preference pairs (UltraFeedback / TULU style)", "preference",
+           ("chosen", "rejected"), _chat_pair, lambda r: isinstance(r["chosen"], list), ("prompt", "messages")),
+    Format("dahoas", "Dahoas-style prompt/response/chosen/rejected with Human:/Assistant: scaffolding",
+           "preference", ("prompt", "chosen", "rejected"), _dahoas,
+           lambda r: "response" in r or _is_transcript(r["prompt"]), ("response",)),
+    Format("preference", "preference pairs (prompt/chosen/rejected)", "preference",
+           ("prompt", "chosen", "rejected"), _plain("prompt", "chosen", "rejected")),
+    Format("scored", "scored responses (prompt/response/score)", "scored",
+           ("prompt", "response", "score"), _plain("prompt", "response", "score", numbers=("score",))),
+    Format("sft", "SFT pairs (prompt/response)", "sft", ("prompt", "response"), _plain("prompt", "response")),
+    Format("prompt_completion", "TRL prompt/completion pairs", "sft", ("prompt", "completion"),
+           _plain("prompt", "completion", rename={"completion": "response"})),
+    Format("sft_messages", "chat-message conversations (messages list)", "sft", ("messages",), _sft_messages,
+           lambda r: isinstance(r["messages"], list)),
+    Format("heldout", "held-out prompts with references (prompt/reference)", "heldout",
+           ("prompt", "reference"), _plain("prompt", "reference")),
+    Format("text", "plain text (text)", "text", ("text",), _plain("text")),
+)
+
+
+def detect_format(row: Mapping, source: str = "input") -> Format:
+    """The first entry of :data:`FORMATS` that fits ``row`` (a record, after any column mapping)."""
+    for fmt in FORMATS:
+        if all(n in row for n in fmt.needs) and fmt.test(row):
+            return fmt
+    known = ", ".join(dict.fromkeys("/".join(f.needs) for f in FORMATS))
+    raise DataFormatError(f"{source}: unknown format; columns seen: {', '.join(map(str, row)) or '(none)'}. "
+                          f"Expected columns {known}; rename yours with a mapping, e.g. --map prompt=question")
+
+
+# ----------------------------------------------------------------------------- reading raw rows
+def _where(source: str, unit: str, n: int) -> str:
+    """``data.jsonl:17`` for lines and CSV rows (header = line 1), ``x.parquet: row 17`` otherwise."""
+    return f"{source}:{n}" if unit == "line" else f"{source}: {unit} {n}"
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic number
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+Numbered = list[tuple[int, Any]]  # (1-based line/row number, raw record)
+
+
+def _read_jsonl(path: Path, text: str | None = None) -> tuple[Numbered, str]:
+    rows = []
+    text = _read_text(path) if text is None else text
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): it also splits at U+2028 inside strings
+        if line.strip():
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataFormatError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+    return rows, "line"
+
+
+def _read_json(path: Path) -> tuple[Numbered, str]:
+    text = _read_text(path)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if e.msg == "Extra data":  # one object per line: JSON Lines under a .json name
+            return _read_jsonl(path, text)
+        raise DataFormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # {"data": [...]}
+    if not isinstance(data, list):
+        raise DataFormatError(f"{path}: expected a JSON list of records, got {_type_name(data)}")
+    return list(enumerate(data, 1)), "record"
+
+
+def _read_csv(path: Path) -> tuple[Numbered, str]:
+    import io
+
+    import pandas as pd
+
+    sep = "\t" if ".tsv" in path.suffixes else ","
+    try:  # every cell as a string: CSV has no types, so "42" stays a text; scores are parsed later
+        df = pd.read_csv(io.StringIO(_read_text(path)), dtype=str, keep_default_na=False, sep=sep)
+    except pd.errors.EmptyDataError:
+        return [], "line"
+    except pd.errors.ParserError as e:
+        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
+        detail = f"{m[2]}: invalid CSV (expected {m[1]} fields, saw {m[3]})" if m else f" invalid CSV ({e})"
+        raise DataFormatError(f"{path}:{detail}") from None
+    df = df.drop(columns=[c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))])  # a saved index
+    return list(enumerate(df.to_dict("records"), 2)), "line"  # the header is line 1
+
+
+def _read_parquet(path: Path) -> tuple[Numbered, str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(enumerate(pq.read_table(path).to_pylist(), 1)), "row"
+    except Exception as e:  # pyarrow raises several error types for a broken file
+        raise DataFormatError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def _read_saved(path: Path, split: str) -> tuple[Numbered, str]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: not a directory written by Dataset.save_to_disk") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataFormatError(f"{path}: no split '{split}'; splits: {', '.join(ds)}")
+        ds = ds[split]
+    return list(enumerate(ds.to_list(), 1)), "row"
+
+
+READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, ".csv": _read_csv,
+           ".tsv": _read_csv, ".parquet": _read_parquet}  # each also reads a gzipped file (name.jsonl.gz)
+
+
+def read_rows(source: str | Path, split: str = "train") -> tuple[list[dict], list[int], str]:
+    """Raw records of a file, saved dataset directory or hub dataset: ``(rows, line_numbers, unit)``."""
+    path, name = Path(source), str(source)
+    if path.is_dir():
+        numbered, unit = _read_saved(path, split)
+    elif path.exists():
+        suffix = Path(path.stem).suffix if path.suffix.lower() == ".gz" else path.suffix
+        if suffix.lower() not in READERS:
+            raise DataFormatError(f"{name}: unsupported file type '{suffix}'; use .jsonl, .json, .csv, .tsv "
+                                  "(optionally .gz), .parquet, a save_to_disk directory or a hub dataset name")
+        numbered, unit = READERS[suffix.lower()](path)
+    elif path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise FileNotFoundError(f"{name}: no such file or directory")
+    else:  # a hub dataset "owner/name", e.g. "Dahoas/synthetic-instruct-gptj-pairwise" (needs the internet)
+        import datasets
+
+        numbered, unit = list(enumerate(datasets.load_dataset(name, split=split).to_list(), 1)), "row"
+    for n, row in numbered:
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{_where(name, unit, n)}: expected a JSON object, got {_type_name(row)}")
+    if not numbered:
+        raise DataFormatError(f"{name}: file is empty (no records)")
+    return [r for _, r in numbered], [n for n, _ in numbered], unit
+
+
+# ----------------------------------------------------------------------------- column mappings
+def parse_mapping(text: str) -> dict[str, str | list[str]]:
+    """``"prompt=question,response=a|b"`` -> ``{"prompt": "question", "response": ["a", "b"]}``."""
+    mapping: dict[str, str | list[str]] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        target, sep, column = item.partition("=")
+        if not (sep and target.strip() and column.strip()):
+            raise DataFormatError(f"--map: '{item}' is not of the form field=column")
+        columns = [c.strip() for c in column.split("|")]
+        mapping[target.strip()] = columns if len(columns) > 1 else columns[0]
+    return mapping
+
+
+def _winner(label: Any, column: str) -> bool:
+    """Does a ``preference`` label (e.g. "human") name this answer column (e.g. "human_answer")?"""
+    v, c = str(label).strip().lower(), column.lower()
+    return bool(v) and (c == v or c.startswith(v + "_") or c.endswith("_" + v))
+
+
+def apply_mapping(rows: list[dict], lines: list[int], mapping: Mapping[str, str | list[str]],
+                  source: str, unit: str) -> tuple[list[dict], list[int]]:
+    """Rename columns to canonical fields (``{field: column}``); unmapped columns are kept as they are.
+
+    * a list of columns makes one record per column (long format), e.g. ``response=[a, b], score=[sa, sb]``;
+    * ``preference=<column>`` names a column whose value says which answer won: the value is the winning
+      column's name or its prefix/suffix ("human" -> "human_answer"); when the ``rejected`` column won,
+      chosen/rejected (and score_chosen/score_rejected) are swapped.
+    """
+    mapping = dict(mapping)
+    label = mapping.pop("preference", None)
+    if label is not None and not (isinstance(mapping.get("chosen"), str) and isinstance(mapping.get("rejected"), str)):
+        raise DataFormatError(f"{source}: a 'preference' column needs 'chosen' and 'rejected' mapped to one column each")
+    columns = {c: None for v in mapping.values() for c in (v if isinstance(v, list) else [v])}
+    columns.update({label: None} if isinstance(label, str) else {})
+    for column in columns:
+        if column not in rows[0]:
+            raise DataFormatError(f"{source}: mapping names column '{column}' that does not exist; "
+                                  f"columns: {', '.join(map(str, rows[0]))}")
+    widths = {len(v) for v in mapping.values() if isinstance(v, list)}
+    if len(widths) > 1:
+        raise DataFormatError(f"{source}: the mapping's column lists must all have the same length")
+    width = widths.pop() if widths else 1
+    out_rows, out_lines = [], []
+    for row, n in zip(rows, lines, strict=True):
+        where = _where(source, unit, n)
+        extras = {k: v for k, v in row.items() if k not in columns}
+        swap = False
+        if label is not None:
+            value = _get(row, label, where)
+            swap = _winner(value, mapping["rejected"]) and not _winner(value, mapping["chosen"])
+            if not swap and not _winner(value, mapping["chosen"]):
+                raise DataFormatError(f"{where}: field '{label}' is {value!r}, which names neither "
+                                      f"'{mapping['chosen']}' nor '{mapping['rejected']}'")
+        for i in range(width):
+            new = dict(extras)
+            for target, column in mapping.items():
+                new[target] = _get(row, column[i] if isinstance(column, list) else column, where)
+            if swap:
+                for a, b in (("chosen", "rejected"), ("score_chosen", "score_rejected")):
+                    if a in new and b in new:
+                        new[a], new[b] = new[b], new[a]
+            out_rows.append(new)
+            out_lines.append(n)
+    return out_rows, out_lines
+
+
+# ----------------------------------------------------------------------------- loading
+@dataclass(repr=False)
+class LoadedData:
+    """Canonical records plus where each came from (``lines[i]`` is record i's 1-based line/row)."""
+
+    records: list[dict]
+    lines: list[int]
+    format: Format
+    kind: str
+    source: str
+    unit: str = "line"  # "line" (JSONL, CSV with the header as line 1), "record" (JSON list) or "row"
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def to_dataset(self) -> Dataset:
+        return to_dataset(self.records)
+
+    def describe(self) -> str:
+        return f"{self.source}: {self.format.title} [{self.format.name}] -> {len(self)} {self.kind} records"
+
+    __repr__ = describe  # a notebook shows this line, not thousands of records
+
+
+def _as_kind(record: dict, have: str, want: str, where: str) -> dict:
+    """Preference or scored records read as SFT: the chosen (or scored) response becomes the response."""
+    if have == want:
+        return record
+    if want == "sft" and have in ("preference", "scored"):
+        record = dict(record, response=record["chosen"]) if have == "preference" else record
+        return {k: v for k, v in record.items() if k not in ("chosen", "rejected")}
+    raise DataFormatError(f"{where}: holds {have} records, which cannot be read as {want} records")
+
+
+def load_data(source: str | Path, mapping: Mapping[str, str | list[str]] | str | None = None,
+              kind: str | None = None, split: str = "train") -> LoadedData:
+    """Load a file, ``save_to_disk`` directory or hub dataset and convert it to canonical records.
+
+    ``mapping`` renames columns (see :func:`apply_mapping`; a string is parsed by :func:`parse_mapping`).
+    ``kind`` ("sft", "preference", ...) asks for that kind; preference data read as "sft" keeps the chosen answer.
+    """
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    name = str(source)
+    rows, lines, unit = read_rows(source, split=split)
+    if mapping:
+        mapping = parse_mapping(mapping) if isinstance(mapping, str) else mapping
+        rows, lines = apply_mapping(rows, lines, mapping, name, unit)
+    fmt = detect_format(rows[0], name)
+    records = []
+    for row, n in zip(rows, lines, strict=True):
+        where = _where(name, unit, n)
+        record = fmt.convert(row, where)
+        record.update({k: v for k, v in row.items() if k not in fmt.needs + fmt.consumes and k not in record})
+        record.update({k: _number(record, k, where) for k in NUMBER_FIELDS if k in record})
+        records.append(_as_kind(record, fmt.kind, kind or fmt.kind, where))
+    return LoadedData(records, lines, fmt, kind or fmt.kind, name, unit)
+
+
+def to_dataset(records: list[dict]) -> Dataset:
+    """A ``datasets.Dataset`` with the union of all records' columns (missing values become None)."""
+    from datasets import Dataset
+
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    return Dataset.from_dict({c: [r.get(c) for r in records] for c in columns})
+
+
+# ----------------------------------------------------------------------------- validation
+ISSUES = {  # issue id -> description (``{...}`` filled from the report's thresholds)
+    "empty_text": "empty text field",
+    "chosen_equals_rejected": "chosen == rejected",
+    "duplicate": "duplicate of an earlier record",
+    "prompt_too_long": "prompt > {max_prompt_chars} chars",
+    "response_too_long": "response > {max_response_chars} chars",
+}
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate` found: per issue a count and the first few line/row numbers."""
+
+    source: str
+    format: str
+    format_title: str
+    kind: str
+    total: int
+    removed: int  # records with at least one issue (a record can have several)
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+    unit: str = "line"
+    max_prompt_chars: int = 0
+    max_response_chars: int = 0
+
+    @property
+    def kept(self) -> int:
+        return self.total - self.removed
+
+    @property
+    def ok(self) -> bool:
+        return self.removed == 0
+
+    def describe(self, issue: str) -> str:
+        return ISSUES[issue].format(**asdict(self))
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: {self.format_title} [{self.format}], {self.total} {self.kind} records"]
+        for issue in ISSUES:
+            if issue == "chosen_equals_rejected" and self.kind != "preference":
+                continue
+            count, ex = self.counts.get(issue, 0), self.examples.get(issue, [])
+            where = f"   e.g. {self.unit}{'s' * (len(ex) > 1)} {', '.join(map(str, ex))}" if ex else ""
+            lines.append(f"  {self.describe(issue):<32}{count:>7}{where}")
+        lines.append(f"  -> {self.kept} kept, {self.removed} removed")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # how IPython/Jupyter displays a report
+        printer.text(self.summary())
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per issue: issue, description, count, examples (line/row numbers)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"issue": i, "description": self.describe(i), "count": self.counts.get(i, 0),
+                              "examples": self.examples.get(i, [])} for i in ISSUES])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ValidationReport:
+        return cls(**d)
+
+
+def _check(data: LoadedData, cfg: DataConfig, max_examples: int) -> tuple[ValidationReport, list[bool]]:
+    fields = FIELDS[data.kind]
+    counts = {i: 0 for i in ISSUES}
+    examples: dict[str, list[int]] = {i: [] for i in ISSUES}
+    seen: set[tuple] = set()
+    keep = []
+    for record, n in zip(data.records, data.lines, strict=True):
+        texts = [record[f] for f in fields if isinstance(record[f], str)]
+        key = tuple(record[f] for f in fields)
+        found = [
+            issue for issue, bad in (
+                ("empty_text", any(not t.strip() for t in texts)),
+                ("chosen_equals_rejected", data.kind == "preference" and record["chosen"] == record["rejected"]),
+                ("duplicate", key in seen),
+                ("prompt_too_long", len(record.get("prompt", "")) > cfg.max_prompt_chars),
+                ("response_too_long", any(len(record.get(f) or "") > cfg.max_response_chars
+                                          for f in RESPONSE_FIELDS if f in fields)),
+            ) if bad
+        ]
+        seen.add(key)
+        for issue in found:
+            counts[issue] += 1
+            if len(examples[issue]) < max_examples and n not in examples[issue]:
+                examples[issue].append(n)
+        keep.append(not found)
+    report = ValidationReport(data.source, data.format.name, data.format.title, data.kind, len(data.records),
+                              keep.count(False), counts, examples, data.unit,
+                              cfg.max_prompt_chars, cfg.max_response_chars)
+    return report, keep
+
+
+def validate(data: LoadedData, cfg: DataConfig | None = None, max_examples: int = 5) -> ValidationReport:
+    """Count empty texts, chosen == rejected, duplicates and over-length records (thresholds from ``cfg``)."""
+    return _check(data, cfg or DataConfig(), max_examples)[0]
+
+
+def clean(data: LoadedData, cfg: DataConfig | None = None) -> tuple[LoadedData, ValidationReport]:
+    """Drop every record :func:`validate` flags; return the kept records and the report saying why."""
+    report, keep = _check(data, cfg or DataConfig(), max_examples=5)
+    kept = [(r, n) for r, n, k in zip(data.records, data.lines, keep, strict=True) if k]
+    return LoadedData([r for r, _ in kept], [n for _, n in kept], data.format, data.kind, data.source,
+                      data.unit), report
+
+
+# ----------------------------------------------------------------------------- splits
+def _rank(prompt: str, seed: int) -> str:
+    """A seeded, platform-independent hash (Python's hash() changes between runs)."""
+    return hashlib.sha256(f"{seed}\x00{prompt}".encode()).hexdigest()
+
+
+def split_by_prompt(data: Dataset | list[dict], test_fraction: float, seed: int = 0,
+                    names: tuple[str, str] = ("train", "test")) -> DatasetDict:
+    """Split so that every record of a prompt lands on the same side (the test prompts are unseen).
+
+    The distinct prompts are ordered by a seeded hash and the first ``round(n * test_fraction)`` (at least one,
+    when there are two or more) go to the test side: same data + seed -> same split, whatever the record order.
+    """
+    from datasets import Dataset, DatasetDict
+
+    ds = data if isinstance(data, Dataset) else to_dataset(data)
+    prompts = sorted(set(ds["prompt"]), key=lambda p: _rank(p, seed))
+    n_test = round(len(prompts) * test_fraction)
+    if test_fraction > 0 and len(prompts) >= 2:
+        n_test = min(max(n_test, 1), len(prompts) - 1)
+    test = set(prompts[:n_test])
+    is_test = [p in test for p in ds["prompt"]]
+    return DatasetDict({names[0]: ds.select([i for i, t in enumerate(is_test) if not t]),
+                        names[1]: ds.select([i for i, t in enumerate(is_test) if t])})
+
+
+def sample_prompts(ds: Dataset, n: int, seed: int = 0) -> Dataset:
+    """Up to ``n`` records with distinct prompts, chosen by the seeded hash, in their original order."""
+    first: dict[str, int] = {}
+    for i, p in enumerate(ds["prompt"]):
+        first.setdefault(p, i)
+    chosen = sorted(first, key=lambda p: _rank(p, seed))[:n]
+    return ds.select(sorted(first[p] for p in chosen))
+
+
+# ----------------------------------------------------------------------------- the course's prepared data
+@dataclass(repr=False)
+class PreparedData:
+    """Notebook 01's output: SFT train/eval, preference train/test, held-out prompts, the validation reports."""
+
+    sft: DatasetDict  # "train" / "eval": prompt, response (+ topic, quality...)
+    preferences: DatasetDict  # "train" / "test": prompt, chosen, rejected (+ topic, failure, label_noise...)
+    heldout: Dataset  # prompt, reference (+ topic)
+    reports: dict[str, ValidationReport]
+    info: dict[str, Any]
+
+    def __repr__(self) -> str:
+        return f"PreparedData({', '.join(f'{k}: {v}' for k, v in self.info['sizes'].items())})"
+
+    def sizes(self) -> pd.DataFrame:
+        """Records per dataset and split, as a table."""
+        import pandas as pd
+
+        rows = [(name, split, len(ds)) for name, dd in (("sft", self.sft), ("preferences", self.preferences))
+                for split, ds in dd.items()] + [("heldout", "-", len(self.heldout))]
+        return pd.DataFrame(rows, columns=["dataset", "split", "records"])
+
+    def save(self, path: Path) -> None:
+        """Write everything to a temporary directory next to ``path``, then swap it in."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.sft.save_to_disk(str(tmp / "sft"))
+            self.preferences.save_to_disk(str(tmp / "preferences"))
+            self.heldout.save_to_disk(str(tmp / "heldout"))
+            reports = {k: r.to_dict() for k, r in self.reports.items()}
+            (tmp / "reports.json").write_text(json.dumps(reports, indent=2))
+            (tmp / "info.json").write_text(json.dumps(self.info, indent=2))  # written last: marks completeness
+            old = path.with_name(f".{path.name}.old")
+            if path.exists():
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_course_data(profile: Profile, save: bool = True) -> PreparedData:
+    """Load the profile's data source, validate + clean, split, and save under ``profile.paths.prepared_data``.
+
+    ``profile.data.source == "course"``: ``sft.jsonl``, ``preferences.jsonl`` and ``heldout.jsonl`` from
+    ``profile.paths.data_dir``. Otherwise a preference file or hub dataset: its pairs are split by prompt; SFT uses
+    the chosen answers of the training prompts; the held-out prompts are the test prompts, chosen as reference.
+    Held-out prompts also seen in a training split are removed (the number is in ``info``).
+    """
+    cfg, seed = profile.data, profile.seed
+    reports: dict[str, ValidationReport] = {}
+
+    def load_clean(name: str, source: str | Path, kind: str) -> Dataset:
+        data, reports[name] = clean(load_data(source, kind=kind, split=cfg.hub_split), cfg)
+        return data.to_dataset()
+
+    if cfg.source == "course":
+        d = Path(profile.paths.data_dir)
+        missing = [f for f in ("sft.jsonl", "preferences.jsonl", "heldout.jsonl") if not (d / f).exists()]
+        if missing:
+            raise FileNotFoundError(f"{d}: missing {', '.join(missing)}; generate them with `make data` "
+                                    "(python -m rlhf_helpers.course_data --out data --seed 0)")
+        sft = split_by_prompt(load_clean("sft", d / "sft.jsonl", "sft"), cfg.sft_eval_fraction, seed,
+                              ("train", "eval"))
+        prefs = split_by_prompt(load_clean("preferences", d / "preferences.jsonl", "preference"),
+                                cfg.preference_test_fraction, seed)
+        heldout = load_clean("heldout", d / "heldout.jsonl", "heldout")
+    else:
+        prefs = split_by_prompt(load_clean("preferences", cfg.source, "preference"),
+                                cfg.preference_test_fraction, seed)
+        sft_all = prefs["train"].rename_column("chosen", "response").remove_columns("rejected")
+        sft = split_by_prompt(sft_all, cfg.sft_eval_fraction, seed, ("train", "eval"))
+        heldout = prefs["test"].rename_column("chosen", "reference").remove_columns("rejected")
+    seen = set(sft["train"]["prompt"]) | set(prefs["train"]["prompt"])
+    unseen = [i for i, p in enumerate(heldout["prompt"]) if p not in seen]
+    n_seen = len(heldout) - len(unseen)
+    heldout = sample_prompts(heldout.select(unseen), cfg.num_heldout_prompts, seed)
+    sizes = {f"{n}/{s}": len(ds) for n, dd in (("sft", sft), ("preferences", prefs)) for s, ds in dd.items()}
+    info = {"profile": profile.name, "source": cfg.source, "seed": seed,
+            "formats": {k: r.format for k, r in reports.items()},
+            "sizes": {**sizes, "heldout": len(heldout)}, "heldout_seen_in_training_removed": n_seen}
+    prepared = PreparedData(sft, prefs, heldout, reports, info)
+    if save:
+        prepared.save(profile.paths.prepared_data)
+    return prepared
+
+
+def load_prepared(profile: Profile) -> PreparedData:
+    """Load what :func:`prepare_course_data` saved; raises ``MissingStageError`` naming notebook 01 if absent."""
+    from datasets import load_from_disk
+
+    from .config import MissingStageError
+
+    path = profile.paths.require("data")
+    if not (path / "info.json").exists():
+        raise MissingStageError(f"Incomplete prepared data at {path}. Run notebooks/01_data_preparation.ipynb again.")
+    reports = json.loads((path / "reports.json").read_text())
+    return PreparedData(load_from_disk(str(path / "sft")), load_from_disk(str(path / "preferences")),
+                        load_from_disk(str(path / "heldout")),
+                        {k: ValidationReport.from_dict(r) for k, r in reports.items()},
+                        json.loads((path / "info.json").read_text()))
+
+
+# ----------------------------------------------------------------------------- writing and the CLI
+def write_jsonl(records: Iterable[Mapping], path: str | Path) -> None:
+    """Write JSON Lines atomically: a temporary file in the same directory, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def convert_file(source: str | Path, out: str | Path, mapping: Mapping | str | None = None, kind: str | None = None,
+                 cfg: DataConfig | None = None, keep_flagged: bool = False) -> tuple[LoadedData, ValidationReport]:
+    """Load ``source``, drop flagged records (unless ``keep_flagged``) and write canonical JSONL to ``out``."""
+    data = load_data(source, mapping=mapping, kind=kind)
+    kept, report = clean(data, cfg)
+    write_jsonl((data if keep_flagged else kept).records, out)
+    return data, report
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``check PATH`` / ``convert PATH OUT.jsonl``; returns the exit code (2 on malformed input)."""
+    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers data",
+                                     description="Detect, validate and convert RLHF datasets.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_ in (("check", "detect the format and print the validation report"),
+                        ("convert", "write canonical JSONL records (flagged records dropped)")):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("path", help="file, save_to_disk directory or hub dataset name")
+        if name == "convert":
+            p.add_argument("out", help="output .jsonl, written atomically")
+            p.add_argument("--keep-flagged", action="store_true", help="keep records the report flags")
+        p.add_argument("--map", default=None, help="column mapping, e.g. prompt=question,chosen=a,rejected=b")
+        p.add_argument("--kind", choices=KINDS, default=None, help="read the records as this kind")
+        p.add_argument("--split", default="train", help="split of a hub dataset / DatasetDict directory")
+        p.add_argument("--max-prompt-chars", type=int, default=DataConfig.max_prompt_chars)
+        p.add_argument("--max-response-chars", type=int, default=DataConfig.max_response_chars)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help or a usage error; return instead of leaving the interpreter
+        return int(e.code or 0)
+    cfg = DataConfig(max_prompt_chars=args.max_prompt_chars, max_response_chars=args.max_response_chars)
+    try:
+        if args.command == "check":
+            data = load_data(args.path, mapping=args.map, kind=args.kind, split=args.split)
+            report = validate(data, cfg)
+        else:
+            data, report = convert_file(args.path, args.out, args.map, args.kind, cfg, args.keep_flagged)
+    except (DataFormatError, FileNotFoundError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    print(f"format: {data.format.name} ({data.format.title})\nrecords: {len(data)} {data.kind}")
+    print(report.summary())
+    if args.command == "convert":
+        written = report.total if args.keep_flagged else report.kept
+        print(f"wrote {written} records to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli(sys.argv[1:]))
