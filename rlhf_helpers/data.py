@@ -646,6 +646,10 @@ class PreparedData:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        import datasets
+
+        bars = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # three tiny saves: their bars would only clutter the notebook
         try:
             self.sft.save_to_disk(str(tmp / "sft"))
             self.preferences.save_to_disk(str(tmp / "preferences"))
@@ -661,6 +665,8 @@ class PreparedData:
             shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if bars:
+                datasets.enable_progress_bars()
 
 
 def prepare_course_data(profile: Profile, save: bool = True) -> PreparedData:

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 from .config import Paths
 
@@ -87,5 +89,47 @@ def beta_tradeoff(sweep: Mapping[str, Sequence[float]], policies: Mapping[str, S
     right.set_ylabel("probability")
     right.legend(fontsize=8)
     right.set_title("the optimal policy pi* for several beta")
+    fig.tight_layout()
+    return fig
+
+
+def _words(texts) -> list[int]:
+    return [len(str(t).split()) for t in texts]
+
+
+def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> plt.Figure:
+    """Four panels: answer lengths, topics, failure types (clean vs label noise), SFT demonstration quality.
+
+    ``sft`` has prompt/response/topic/quality columns; ``prefs`` prompt/chosen/rejected/topic/failure/label_noise.
+    """
+    noisy = prefs["label_noise"].astype(bool)
+    better = prefs["chosen"].where(~noisy, prefs["rejected"])  # on flipped pairs the stored 'chosen' is worse
+    worse = prefs["rejected"].where(~noisy, prefs["chosen"])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    ax = axes[0, 0]
+    bins = range(0, 110, 4)
+    for label, texts in (("SFT response", sft["response"]), ("better answer", better), ("worse answer", worse)):
+        ax.hist(_words(texts), bins=bins, alpha=0.5, label=label)
+    ax.set(title="answer length", xlabel="words", ylabel="count")
+    ax.legend()
+    topics = pd.DataFrame({"SFT": sft["topic"].value_counts(), "preferences": prefs["topic"].value_counts()})
+    topics.sort_index().plot.barh(ax=axes[0, 1], title="topics")
+    fails = prefs.groupby(["failure", noisy.rename("label noise")]).size().unstack(fill_value=0)
+    fails.plot.bar(ax=axes[1, 0], stacked=True, rot=20, title="failure shown by the worse answer")
+    sft["quality"].value_counts().plot.bar(ax=axes[1, 1], rot=20, title="SFT demonstrations by quality")
+    fig.tight_layout()
+    return fig
+
+
+def judge_heatmap(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Heatmap of a (rows x criteria) table of scores in [0, 1], values written in the cells."""
+    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 2, 0.45 * table.shape[0] + 1.5))
+    im = ax.imshow(table.values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=20)
+    ax.set_yticks(range(table.shape[0]), table.index)
+    for (i, j), v in np.ndenumerate(table.values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_title(title)
     fig.tight_layout()
     return fig
