@@ -1,0 +1,274 @@
+"""The one generation helper of the course: SFT samples, reward data, PPO rollouts and evaluation use it.
+
+* :func:`generate` -- prompts in, decoded responses out (response only, eos/padding removed, stripped).
+* :func:`generate_ids` -- the same, plus the padded token tensors PPO needs (:class:`GenerationBatch`).
+
+Each prompt is formatted with :func:`rlhf_helpers.models.format_prompt`, prompts are batched
+(``cfg.batch_size``) and left-padded, decoding uses the KV cache and stops at eos; greedy or sampled
+(temperature / top-k / top-p) per :class:`~rlhf_helpers.config.GenerationConfig`. Sampling is seeded per call
+(``cfg.seed``) inside a forked RNG, so the same call gives the same output and the global RNG is untouched.
+The model's training mode and the tokenizer's padding side are restored afterwards. Works for plain, PEFT
+and 4-bit models (anything with ``.generate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .config import GenerationConfig
+from .models import format_prompt
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+@dataclass
+class GenerationBatch:
+    """Rollouts of ``B`` prompts, as PPO wants them.
+
+    * ``query_ids`` ``[B, Lq]`` -- formatted prompts, **left**-padded with the pad token;
+      ``query_mask`` ``[B, Lq]`` 1 on real tokens.
+    * ``response_ids`` ``[B, Lr]`` -- generated tokens, **right**-padded: every position after the first eos
+      holds the pad token; ``response_mask`` ``[B, Lr]`` 1 on the generated tokens up to *and including* the
+      first eos (a response without eos ran into ``max_new_tokens``: all its tokens are 1).
+    * ``eos_found`` ``[B]`` bool -- the response stopped on eos (False: cut by ``max_new_tokens``).
+    * ``responses`` -- decoded response texts (eos and padding removed, stripped); ``prompts`` -- the raw prompts.
+    """
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    eos_found: torch.Tensor
+    responses: list[str]
+    prompts: list[str]
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        """``[B, Lq + Lr]`` query and response side by side."""
+        import torch
+
+        return torch.cat([self.query_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        """``[B, Lq + Lr]`` ``query_mask`` and ``response_mask`` side by side."""
+        import torch
+
+        return torch.cat([self.query_mask, self.response_mask], dim=1)
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+
+def _hf_generation_config(tokenizer: PreTrainedTokenizerBase, cfg: GenerationConfig):
+    """A complete ``transformers.GenerationConfig``: every decoding knob set explicitly, so a checkpoint's own
+    ``generation_config.json`` (e.g. top_k=20, repetition_penalty) cannot change the course's decoding."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    if cfg.max_new_tokens <= 0:
+        raise ValueError(f"max_new_tokens must be positive, got {cfg.max_new_tokens}")
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=cfg.max_new_tokens,
+        do_sample=cfg.do_sample,
+        num_beams=1,
+        repetition_penalty=1.0,
+        use_cache=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    if cfg.do_sample:
+        if cfg.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 when sampling, got {cfg.temperature}")
+        if not 0 < cfg.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {cfg.top_p}")
+        # top_k=0 switches top-k off (transformers' own default would be 50).
+        kwargs.update(temperature=cfg.temperature, top_k=max(0, cfg.top_k), top_p=cfg.top_p)
+    return HFGenerationConfig(**kwargs)
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _max_positions(model: Any) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+@contextlib.contextmanager
+def _generation_mode(model: Any, tokenizer: PreTrainedTokenizerBase):
+    """eval mode + left padding inside; the previous training mode and padding side restored after."""
+    was_training, side = model.training, tokenizer.padding_side
+    model.eval()
+    tokenizer.padding_side = "left"
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = side
+
+
+def _rng_context(model: Any, seed: int):
+    """Fork the RNG (CPU, and the model's GPU if any), then seed it: reproducible, global RNG untouched."""
+    import torch
+
+    device = _model_device(model)
+    devices = [device.index or 0] if device.type == "cuda" else []
+
+    @contextlib.contextmanager
+    def ctx():
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
+
+    return ctx()
+
+
+def _truncate_response(seq: torch.Tensor, eos_id: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Given generated tokens ``[B, L]``: (tokens with pad after the first eos, mask up to and including the
+    first eos ``[B, L]``, eos-found ``[B]``)."""
+    import torch
+
+    is_eos = seq == eos_id
+    found = is_eos.any(dim=1)
+    length = seq.shape[1]
+    first = torch.where(found, is_eos.int().argmax(dim=1), torch.full_like(found, length, dtype=torch.long))
+    positions = torch.arange(length, device=seq.device).unsqueeze(0)
+    mask = (positions <= first.unsqueeze(1)).long()
+    return seq.masked_fill(mask == 0, pad_id), mask, found
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+    eos = tokenizer.eos_token_id
+    texts = []
+    for row, m in zip(ids.tolist(), mask.tolist(), strict=True):
+        kept = [t for t, keep in zip(row, m, strict=True) if keep and t != eos]
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+    return texts
+
+
+def _run(
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: GenerationConfig,
+    desc: str,
+    progress: bool,
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Generate batch by batch; per batch: (query_ids, query_mask, response_ids, response_mask, eos_found)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not a single string")
+    prompts = list(prompts)
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompts[{i}] is {type(p).__name__}, expected str")
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("The tokenizer needs pad and eos tokens: call rlhf_helpers.models.apply_template(tokenizer).")
+    if cfg.batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
+    gen_config = _hf_generation_config(tokenizer, cfg)
+    device = _model_device(model)
+    limit = _max_positions(model)
+    max_prompt = None if limit is None else limit - cfg.max_new_tokens
+    if max_prompt is not None and max_prompt <= 0:
+        raise ValueError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt (model context {limit}).")
+    texts = [format_prompt(tokenizer, p) for p in prompts]
+    starts = range(0, len(texts), cfg.batch_size)
+    out = []
+    with _generation_mode(model, tokenizer), _rng_context(model, cfg.seed), torch.no_grad():
+        for start in tqdm(starts, desc=desc, disable=not progress, total=len(starts), leave=False):
+            chunk = texts[start : start + cfg.batch_size]
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            query_ids, query_mask = enc["input_ids"], enc["attention_mask"]
+            if max_prompt is not None and query_ids.shape[1] > max_prompt:
+                warnings.warn(
+                    f"Prompts longer than {max_prompt} tokens keep only their last {max_prompt} tokens "
+                    f"(model context {limit} - max_new_tokens {cfg.max_new_tokens}).",
+                    stacklevel=3,
+                )
+                query_ids, query_mask = query_ids[:, -max_prompt:], query_mask[:, -max_prompt:]
+                keep = query_mask.any(dim=0)  # drop columns that became padding only
+                query_ids, query_mask = query_ids[:, keep], query_mask[:, keep]
+            sequences = model.generate(
+                input_ids=query_ids.to(device),
+                attention_mask=query_mask.to(device),
+                generation_config=gen_config,
+            )
+            generated = sequences[:, query_ids.shape[1] :].cpu()
+            response_ids, response_mask, found = _truncate_response(
+                generated, tokenizer.eos_token_id, tokenizer.pad_token_id
+            )
+            out.append((query_ids, query_mask, response_ids, response_mask, found))
+    return out
+
+
+def generate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: GenerationConfig | None = None,
+    desc: str = "generating",
+    progress: bool = True,
+) -> list[str]:
+    """Responses to raw ``prompts`` (formatted with the chat template here): decoded, eos/padding removed,
+    stripped; one per prompt, in order."""
+    cfg = cfg or GenerationConfig()
+    if not prompts:
+        return []
+    batches = _run(model, tokenizer, prompts, cfg, desc, progress)
+    return [text for _, _, ids, mask, _ in batches for text in _decode(tokenizer, ids, mask)]
+
+
+def _pad(tensors: list[torch.Tensor], value: int, side: str) -> torch.Tensor:
+    import torch
+
+    width = max(t.shape[1] for t in tensors)
+    padded = []
+    for t in tensors:
+        fill = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)
+        padded.append(torch.cat([fill, t] if side == "left" else [t, fill], dim=1))
+    return torch.cat(padded, dim=0)
+
+
+def generate_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    cfg: GenerationConfig | None = None,
+    desc: str = "generating",
+    progress: bool = True,
+) -> GenerationBatch:
+    """Like :func:`generate`, returning the padded token tensors too (on CPU; see :class:`GenerationBatch`)."""
+    import torch
+
+    cfg = cfg or GenerationConfig()
+    if not prompts:
+        raise ValueError("generate_ids got no prompts")
+    batches = _run(model, tokenizer, prompts, cfg, desc, progress)
+    pad = tokenizer.pad_token_id
+    query_ids = _pad([b[0] for b in batches], pad, "left")
+    query_mask = _pad([b[1] for b in batches], 0, "left")
+    response_ids = _pad([b[2] for b in batches], pad, "right")
+    response_mask = _pad([b[3] for b in batches], 0, "right")
+    return GenerationBatch(
+        query_ids=query_ids,
+        query_mask=query_mask,
+        response_ids=response_ids,
+        response_mask=response_mask,
+        eos_found=torch.cat([b[4] for b in batches]),
+        responses=_decode(tokenizer, response_ids, response_mask),
+        prompts=list(prompts),
+    )
