@@ -106,3 +106,9 @@ def course_data_dir(tmp_path_factory) -> Path:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the course notebooks (marker ``notebook``) after every unit test: they are the slowest tests, and
+    a broken helper should fail fast in its own unit test first. Their relative order (00 -> 06) is kept."""
+    items.sort(key=lambda item: item.get_closest_marker("notebook") is not None)
