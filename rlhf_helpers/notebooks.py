@@ -108,15 +108,36 @@ def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Path
         writer.writerow(["notebook", "seconds"])
         writer.writerows([r.notebook, f"{r.seconds:.1f}"] for r in runs)
     os.replace(tmp, times)
-    total = sum(r.seconds for r in runs)
-    print("\n| notebook | wall time (s) |\n|---|---:|")
-    for r in runs:
-        print(f"| {r.notebook} | {r.seconds:.0f} |")
-    print(f"| **total** | {total:.0f} |")
+    timing = timing_table(runs)
+    print("\n" + timing)
     summary = paths.results / "README.md"
     if summary.exists():
         print("\n" + summary.read_text())
+        if paths.root.resolve() == (REPO_ROOT / "outputs").resolve() and not only:
+            update_readme(summary.read_text(), timing)
     return runs
+
+
+def timing_table(runs: Sequence[NotebookRun]) -> str:
+    """Markdown table of each notebook's wall time."""
+    rows = [f"| {r.notebook} | {r.seconds:.0f} |" for r in runs]
+    total = sum(r.seconds for r in runs)
+    return "\n".join(["| notebook | wall time (s) |", "|---|---:|", *rows, f"| **total** | **{total:.0f}** |"])
+
+
+README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def update_readme(summary: str, timing: str, readme: Path = REPO_ROOT / "README.md") -> None:
+    """Put the generated results summary and notebook timings between the README's result markers."""
+    text = readme.read_text()
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    body = summary.replace("](../plots/", "](outputs/plots/").replace("](../results/", "](outputs/results/")
+    section = f"{README_START}\n{body.strip()}\n\n### Wall time of each notebook (`make course`)\n\n{timing}\n{README_END}"
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(head + section + tail)
+    os.replace(tmp, readme)
 
 
 def cli(argv: list[str]) -> int:

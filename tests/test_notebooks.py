@@ -11,7 +11,16 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from rlhf_helpers.config import REPO_ROOT, STAGE_NOTEBOOK, Paths
-from rlhf_helpers.notebooks import NotebookFailed, course_notebooks, execute_notebook
+from rlhf_helpers.notebooks import (
+    README_END,
+    README_START,
+    NotebookFailed,
+    NotebookRun,
+    course_notebooks,
+    execute_notebook,
+    timing_table,
+    update_readme,
+)
 
 NOTEBOOKS = course_notebooks()
 
@@ -60,3 +69,13 @@ def test_course_notebook_executes(notebook: Path, course_paths: Paths):
     for stage, name in STAGE_NOTEBOOK.items():
         if name == notebook.name and stage not in ("base", "eval"):
             course_paths.require(stage)
+
+
+def test_update_readme_replaces_only_the_results_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
+    runs = [NotebookRun("00_a.ipynb", 3.2, tmp_path), NotebookRun("01_b.ipynb", 10.0, tmp_path)]
+    update_readme("| m | x |\n![plot](../plots/p.png)", timing_table(runs), readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
+    assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text
