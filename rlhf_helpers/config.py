@@ -150,6 +150,9 @@ class SFTConfig:
     weight_decay: float = 0.0
     gradient_checkpointing: bool = False  # TRL turns it on by default; ~60% slower on tiny models
     seed: int = 0
+    # --- added with rlhf_helpers.sft ---
+    lr_scheduler_type: str = "cosine"  # transformers scheduler name: decays to 0 at max_steps after the warm-up
+    optim: str = "adamw_torch"  # transformers optimizer name (a paged/8-bit one falls back to AdamW without CUDA)
 
 
 @dataclass
@@ -173,6 +176,11 @@ class QLoRAConfig:
     max_length: int = 160
     optim: str = "adamw_torch"  # on GPU: "paged_adamw_8bit"
     seed: int = 0
+    # --- added with rlhf_helpers.sft ---
+    warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "cosine"  # transformers scheduler name
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30-60% slower
 
 
 @dataclass
@@ -190,38 +198,59 @@ class RewardConfig:
     use_lora: bool = False
     lora_r: int = 16
     seed: int = 0
+    # --- added with rlhf_helpers.reward ---
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r); the score head always trains fully
+    margin_scale: float = 1.0  # use_margin: margin = margin_scale * |gold(chosen) - gold(rejected)| (add_gold_margins)
+    warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
+    lr_scheduler_type: str = "linear"  # transformers scheduler name (TRL's default: linear decay to 0)
+    weight_decay: float = 0.0
+    center_rewards_coefficient: float | None = None  # TRL's optional penalty on (r_chosen + r_rejected)^2; None = off
+    gradient_checkpointing: bool = False  # TRL turns it on by default; slow on tiny CPU models
+    eval_pairs: int = 128  # held-out pairs evaluated every eval_steps during training (all test pairs at the end)
+    score_batch_size: int = 64  # texts per forward pass when scoring (RewardModelSource)
+    regression_steps: int = 60  # steps of the regression (MSE on scalar ratings) variant
 
 
 @dataclass
 class PPOConfig:
     """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does)."""
 
-    learning_rate: float = 3e-4
-    total_updates: int = 40
-    batch_size: int = 32  # prompts per rollout
-    mini_batch_size: int = 8
-    ppo_epochs: int = 4
-    gradient_accumulation_steps: int = 1
-    max_new_tokens: int = 32
-    temperature: float = 1.0
-    init_kl_coef: float = 0.05  # beta
-    adaptive_kl: bool = False
-    target_kl: float = 6.0
-    kl_horizon: int = 10000
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    max_grad_norm: float = 1.0
-    whiten_rewards: bool = False
-    missing_eos_penalty: float | None = 1.0
-    use_lora: bool = False
-    gradient_checkpointing: bool = False
-    sample_every: int = 10
-    save_every: int = 10
+    learning_rate: float = 3e-4  # AdamW learning rate of the policy (tiny model: high; gpt2-size: ~1e-5)
+    total_updates: int = 40  # PPO updates (one update = one rollout batch + ppo_epochs of optimisation)
+    batch_size: int = 32  # prompts per rollout (per process)
+    mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple
+    ppo_epochs: int = 4  # passes over each rollout batch
+    gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
+    max_new_tokens: int = 32  # response length limit of the rollouts
+    temperature: float = 1.0  # sampling temperature of the rollouts (log-probs use the same temperature)
+    init_kl_coef: float = 0.05  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref)
+    adaptive_kl: bool = False  # True: Ziegler et al.'s controller moves beta towards target_kl
+    target_kl: float = 6.0  # adaptive controller: wanted KL(pi || pi_ref) per response, nats
+    kl_horizon: int = 10000  # adaptive controller: episodes over which beta adapts (larger = slower)
+    gamma: float = 1.0  # discount over response tokens (1: the score counts fully for every token)
+    lam: float = 0.95  # GAE lambda (bias/variance trade-off of the advantages)
+    cliprange: float = 0.2  # PPO ratio clip epsilon
+    cliprange_value: float = 0.2  # clip of the value update around the rollout's values
+    vf_coef: float = 0.1  # weight of the value loss in the total loss
+    max_grad_norm: float = 1.0  # gradient clipping (global L2 norm)
+    whiten_rewards: bool = False  # rescale the per-token rewards to unit variance over the batch (keeps the mean)
+    missing_eos_penalty: float | None = 1.0  # subtracted from the score of a response without EOS; None = off
+    use_lora: bool = False  # train LoRA adapters; the reference is then the same model with adapters disabled
+    gradient_checkpointing: bool = False  # trade compute for memory (slower; useful on a GPU for big models)
+    sample_every: int = 10  # keep/print a few generations every this many updates (and after update 1)
+    save_every: int = 10  # checkpoint every this many updates (and at the end), when an out_dir is given
     max_kl: float = 50.0  # stop the run if the mean KL goes beyond this
-    seed: int = 0
+    seed: int = 0  # seeds prompt order, sampling, minibatch shuffles and the value head
+    # --- added with rlhf_helpers.ppo ---
+    score_clip: float | None = None  # clip each score to [-score_clip, score_clip] (after the EOS penalty); None = off
+    adam_eps: float = 1e-5  # AdamW epsilon (lm-human-preferences / CleanRL use 1e-5, not torch's 1e-8)
+    lora_r: int = 16  # LoRA rank when use_lora
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
+    lora_target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
+    mixed_precision: str = "auto"  # accelerate's: "auto" = bf16 (or fp16) on CUDA, "no" on CPU; or no|fp16|bf16
+    value_lr_multiplier: float = 10.0  # the value head's learning rate = learning_rate * this (see ppo.ValueHead)
+    value_bias_init: bool = True  # start the value head's bias at the first rollout's mean score (else V = 0)
+    num_samples: int = 4  # generations kept in the log each time samples are drawn (every sample_every updates)
 
 
 @dataclass
@@ -230,9 +259,19 @@ class EvalConfig:
 
     num_prompts: int = 64
     max_new_tokens: int = 48
-    seed: int = 0
-    judge: str = "gold"  # "gold" = the course's rubric judge; else a hub judge model name
+    seed: int = 0  # seeds the generation (when sampling) and the bootstrap of the win-rate CI
+    # "auto": the gold judge on the course data, else `hub_judge`; "gold": the course's rubric judge;
+    # anything else: a hub judge model name (a sequence-classification reward model scoring (prompt, response)).
+    judge: str = "auto"
     bootstrap_samples: int = 1000
+    # --- added with rlhf_helpers.evaluation ---
+    hub_judge: str = "OpenAssistant/reward-model-deberta-v3-large-v2"  # the stronger judge on non-course data
+    do_sample: bool = False  # greedy answers (deterministic); True samples with `temperature`, seeded
+    temperature: float = 1.0
+    batch_size: int = 32  # prompts per generation / scoring batch
+    reference_policy: str = "sft_full"  # the baseline of the win rate and the reference of the KL
+    ci_level: float = 0.95  # confidence level of the bootstrap interval of the win rate
+    qualitative_prompts: int = 6  # prompts in the side-by-side table of answers
 
 
 @dataclass
