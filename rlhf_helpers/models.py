@@ -428,6 +428,31 @@ def _quiet_transformers():
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No per-``map`` progress bars of ``datasets`` (TRL's tokenize/EOS/filter passes) in the notebooks."""
+    import datasets
+
+    enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+def precision_flags() -> dict[str, bool]:
+    """Trainer mixed precision for the hardware: CUDA with bf16 support (Ampere+) -> bf16; other CUDA GPUs (T4)
+    -> fp16 (with loss scaling); CPU -> neither, and ``use_cpu=True`` (TRL would turn bf16 on by default)."""
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
+    return {"bf16": False, "fp16": False, "use_cpu": True}
+
+
 def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto") -> torch.dtype:
     """``"auto"``: bf16 on a CUDA GPU that supports it, fp16 on other CUDA GPUs, float32 on CPU.
 

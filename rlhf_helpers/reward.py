@@ -58,7 +58,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -103,37 +103,6 @@ def _tensor(values: Sequence[float]) -> torch.Tensor:
 
 
 # ======================================================================================= the backbone
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _precision_flags() -> dict[str, bool]:
-    """bf16 on a CUDA GPU that has it, fp16 on other GPUs (T4), neither on CPU (and ``use_cpu``: TRL's
-    RewardConfig would switch bf16 on by default)."""
-    import torch
-
-    if torch.cuda.is_available():
-        bf16 = bool(torch.cuda.is_bf16_supported())
-        return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
-
-
-@contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
-    """No per-``map`` progress bars of ``datasets`` (TRL's EOS/tokenize/filter passes) in the notebooks."""
-    import datasets
-
-    enabled = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
-
-
 def backbone_source(profile: Profile, base: str | None = None) -> str | Path:
     """Where the reward model's backbone comes from: a stage name (``"sft_full"``, ``"base"``...) -> that
     stage's checkpoint (``MissingStageError`` names the notebook to run first); anything else is a local path or
@@ -185,7 +154,7 @@ def load_backbone(
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the added <|pad|> token
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not padding
-    model.to(device or _device())
+    model.to(device or models._default_device())
     return model.eval(), tokenizer
 
 
@@ -330,7 +299,7 @@ def trainer_dataset(pairs: Dataset, tokenizer: PreTrainedTokenizerBase, margin_c
             out["margin"] = float(r[margin_column])
         return out
 
-    with _quiet_datasets():
+    with models.quiet_datasets():
         return pairs.map(convert, remove_columns=pairs.column_names)
 
 
@@ -345,7 +314,7 @@ def add_gold_margins(pairs: Dataset, scale: float = 1.0) -> Dataset:
         return {"margin": scale * abs(judge.gold_score(r["prompt"], r["chosen"])
                                       - judge.gold_score(r["prompt"], r["rejected"]))}
 
-    with _quiet_datasets():
+    with models.quiet_datasets():
         return pairs.map(margin)
 
 
@@ -407,18 +376,18 @@ def build_trainer(
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         report_to="none",
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
         dataloader_num_workers=0,
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=not progress,
-        **_precision_flags(),
+        **models.precision_flags(),
     )
     peft_config = None
     if cfg.use_lora:
         qcfg = QLoRAConfig(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0)
         peft_config = models.lora_config(qcfg, model, task_type="SEQ_CLS")
-    with _quiet_datasets():
+    with models.quiet_datasets():
         return RewardTrainer(
             model=model,
             args=args,
@@ -477,7 +446,7 @@ def scored_records(pairs: Dataset | pd.DataFrame) -> list[dict[str, Any]]:
     The course data has no ratings, so the gold judge stands in for the raters (as the 1-10 scores of
     UltraFeedback or HelpSteer would on real data).
     """
-    rows = pairs.to_dict("records") if hasattr(pairs, "to_dict") else list(pairs)
+    rows = list(pairs) if hasattr(pairs, "features") else pairs.to_dict("records")  # a Dataset, or a DataFrame
     return [{"prompt": r["prompt"], "response": r[k], "score": judge.gold_score(r["prompt"], r[k])}
             for r in rows for k in ("chosen", "rejected")]
 
@@ -509,7 +478,7 @@ def train_regression_model(
             output_dir=tmp, max_steps=cfg.regression_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
             learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
             logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-            dataloader_num_workers=0, disable_tqdm=not progress, **_precision_flags())
+            dataloader_num_workers=0, disable_tqdm=not progress, **models.precision_flags())
         collator = DataCollatorWithPadding(tokenizer, padding=True)
         side, tokenizer.padding_side = tokenizer.padding_side, "right"  # as the scorer and RewardTrainer
         try:
@@ -647,7 +616,7 @@ def load_reward_model(directory: str | Path, normalize: bool = True, device: str
     tokenizer = load_reward_tokenizer(directory)
     with models._quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=torch.float32)
-    model.to(device or _device()).eval()
+    model.to(device or models._default_device()).eval()
     norm = Normalization(**info["normalization"]) if info.get("normalization") else None
     return RewardModelSource(model, tokenizer, norm, batch_size=batch_size, max_length=info.get("score_max_length"),
                              normalize=normalize)
@@ -838,7 +807,7 @@ class HubClassifierSource:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_name, dtype=torch.float32)
-        self.model.to(device or _device()).eval()
+        self.model.to(device or models._default_device()).eval()
         labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
         if label.upper() not in labels:
             raise ValueError(f"{model_name} has no label {label!r}; its labels: {sorted(labels)}")

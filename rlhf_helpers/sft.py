@@ -36,7 +36,6 @@ Measurements (columns of the comparison table):
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -45,7 +44,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -86,32 +85,7 @@ def to_conversational(ds: Dataset) -> Dataset:
                   remove_columns=ds.column_names)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """No per-map progress bars of ``datasets`` (TRL's tokenization of two small splits) in the notebooks."""
-    import datasets
-
-    enabled = datasets.utils.logging.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
-
-
 # =================================================================================== training arguments
-def precision_flags() -> dict[str, bool]:
-    """Mixed precision for the hardware: CUDA with bf16 support (Ampere+) -> bf16; other CUDA GPUs (T4) ->
-    fp16 (with loss scaling); CPU -> neither, and ``use_cpu=True`` (TRL would turn bf16 on by default)."""
-    import torch
-
-    if torch.cuda.is_available():
-        bf16 = bool(torch.cuda.is_bf16_supported())
-        return {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-    return {"bf16": False, "fp16": False, "use_cpu": True}
-
-
 def optimizer_name(name: str, cuda: bool) -> str:
     """``name``, unless it is a bitsandbytes paged/8-bit optimizer and there is no CUDA GPU: then AdamW."""
     if not cuda and any(tag in name for tag in PAGED_OR_8BIT):
@@ -126,9 +100,9 @@ def training_kwargs(cfg: SFTConfig | QLoRAConfig, output_dir: str | Path, progre
     Response-only loss (``assistant_only_loss``), periodic eval loss, no intermediate checkpoints
     (``save_strategy="no"``: the final model is saved by :func:`train_full` / :func:`train_qlora`), no
     reporting to wandb & co, no dataloader workers, gradient checkpointing as configured (TRL's default is on),
-    mixed precision and optimizer per the hardware (:func:`precision_flags`, :func:`optimizer_name`).
+    mixed precision and optimizer per the hardware (:func:`models.precision_flags`, :func:`optimizer_name`).
     """
-    flags = precision_flags()
+    flags = models.precision_flags()
     cuda = not flags["use_cpu"]
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -335,7 +309,7 @@ def build_trainer(model: Any, tokenizer: Any, cfg: SFTConfig | QLoRAConfig, trai
     from trl import SFTTrainer
 
     args = build_training_args(cfg, output_dir, progress)
-    with _quiet():
+    with models.quiet_datasets():
         trainer = SFTTrainer(model=model, args=args, train_dataset=to_conversational(train),
                              eval_dataset=to_conversational(eval), processing_class=tokenizer,
                              peft_config=peft_config, callbacks=list(callbacks))
@@ -451,7 +425,7 @@ def train_qlora(profile: Profile, prep: PreparedData | None = None, progress: bo
         print("QLoRA fell back to plain LoRA: the base stays in full precision (no 4-bit memory saving).")
 
     def merge(trained: Any, tmp: Path) -> dict[str, Any]:
-        merged = merge_adapters(tmp, source, cfg, method="dequantized")
+        merged = merge_adapters(tmp, source, cfg, method="dequantized", device=models._default_device())
         with models._quiet_transformers():
             merged.save_pretrained(tmp / MERGED)
             tokenizer.save_pretrained(tmp / MERGED)
@@ -732,6 +706,6 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
 __all__ = [
     "PeakMemory", "SFTRun", "STAGES", "base_source", "build_trainer", "build_training_args", "comparison_table", "dequantized_base",
     "describe_layers", "eval_curves", "heldout_answers", "load_adapters", "load_sft", "logit_difference", "merge_adapters",
-    "optimizer_name", "plot_losses", "precision_flags", "qlora_source", "read_history", "read_info", "save_report",
+    "optimizer_name", "plot_losses", "qlora_source", "read_history", "read_info", "save_report",
     "to_conversational", "train_full", "train_qlora", "training_kwargs", "weights_mb",
 ]

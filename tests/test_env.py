@@ -1,0 +1,29 @@
+import random
+
+import pytest
+import torch
+
+from rlhf_helpers import env
+
+
+def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("RLHF_PROFILE", raising=False)
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.delenv("RLHF_TORCH_THREADS", raising=False)
+        prof = env.start("tiny")
+        assert prof.name == "tiny" and torch.get_num_threads() == 2  # left alone by default
+        first = (random.random(), torch.rand(3))
+        monkeypatch.setenv("RLHF_TORCH_THREADS", "1")
+        env.start("tiny")
+        again = (random.random(), torch.rand(3))
+        assert first[0] == again[0] and torch.equal(first[1], again[1])  # start() re-seeds
+        assert torch.get_num_threads() == 1
+        out = capsys.readouterr().out
+        assert "profile : tiny" in out and "torch threads: 1" in out and "transformers" in out
+        monkeypatch.setenv("RLHF_TORCH_THREADS", "two")
+        with pytest.raises(ValueError, match="RLHF_TORCH_THREADS"):
+            env.start("tiny", verbose=False)
+    finally:
+        torch.set_num_threads(before)
