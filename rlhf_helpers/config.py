@@ -139,9 +139,9 @@ class GenerationConfig:
 class SFTConfig:
     """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
 
-    learning_rate: float = 1e-3
-    max_steps: int = 300
-    per_device_train_batch_size: int = 32
+    learning_rate: float = 4e-3  # tiny: a 1M-parameter model tolerates (and needs, in 150 steps) a large rate
+    max_steps: int = 150  # tiny: ~0.85 epoch of the 2848 training pairs
+    per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     eval_steps: int = 50
     logging_steps: int = 10
@@ -167,9 +167,9 @@ class QLoRAConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
-    learning_rate: float = 3e-3
-    max_steps: int = 300
-    per_device_train_batch_size: int = 32
+    learning_rate: float = 6e-3  # tiny: 2e-2 diverges (Adam moves A and B, so B @ A grows ~quadratically)
+    max_steps: int = 200  # tiny: LoRA learns more slowly per step than full SFT
+    per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     eval_steps: int = 50
     logging_steps: int = 10
@@ -189,7 +189,7 @@ class RewardConfig:
 
     base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
     learning_rate: float = 1e-3
-    max_steps: int = 300
+    max_steps: int = 150  # tiny: ~1.3 epochs; 300 steps (or 3e-3, or bs 8 x 600 steps) measured no better
     per_device_train_batch_size: int = 32
     eval_steps: int = 50
     logging_steps: int = 10
@@ -208,22 +208,29 @@ class RewardConfig:
     gradient_checkpointing: bool = False  # TRL turns it on by default; slow on tiny CPU models
     eval_pairs: int = 128  # held-out pairs evaluated every eval_steps during training (all test pairs at the end)
     score_batch_size: int = 64  # texts per forward pass when scoring (RewardModelSource)
-    regression_steps: int = 60  # steps of the regression (MSE on scalar ratings) variant
+    regression_steps: int = 40  # steps of the regression (MSE on scalar ratings) variant
+    relevance_steps: int = 150  # warm-up steps on reward.relevance_pairs before the real pairs (0 = none); tiny:
+    # without it the 1M-parameter model orders off-topic pairs at chance (~43%); 100 steps ~75%, 150 steps ~81%
 
 
 @dataclass
 class PPOConfig:
     """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does)."""
 
-    learning_rate: float = 3e-4  # AdamW learning rate of the policy (tiny model: high; gpt2-size: ~1e-5)
-    total_updates: int = 40  # PPO updates (one update = one rollout batch + ppo_epochs of optimisation)
+    learning_rate: float = 3e-5  # AdamW learning rate of the policy (gpt2-size: ~1e-5). tiny: 3e-4 runs off to KL > 50
+    # within 40 updates; 1e-4 clips 15-20% of the tokens and loses gold score; 3e-5 clips ~7% (see notebook 05)
+    total_updates: int = 16  # PPO updates (one update = one rollout batch + ppo_epochs of optimisation); tiny: ~1.5 s each;
+    # tiny: more updates raise the learned reward further while the gold score falls (the reward model is topic-blind)
     batch_size: int = 32  # prompts per rollout (per process)
     mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple
     ppo_epochs: int = 4  # passes over each rollout batch
     gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
     max_new_tokens: int = 32  # response length limit of the rollouts
-    temperature: float = 1.0  # sampling temperature of the rollouts (log-probs use the same temperature)
-    init_kl_coef: float = 0.05  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref)
+    temperature: float = 0.7  # sampling temperature of the rollouts (log-probs use the same temperature); tiny: at 1.0
+    # the 1M-parameter SFT model's samples are mostly word salad (gold 0.07 vs 0.23 greedy), too little signal
+    init_kl_coef: float = 0.2  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref). tiny: 0.5 holds
+    # the greedy learned reward at the SFT level for 16 updates; with 0.05 the learned reward rises while the rollouts'
+    # gold score halves (notebook 05's beta sweep)
     adaptive_kl: bool = False  # True: Ziegler et al.'s controller moves beta towards target_kl
     target_kl: float = 6.0  # adaptive controller: wanted KL(pi || pi_ref) per response, nats
     kl_horizon: int = 10000  # adaptive controller: episodes over which beta adapts (larger = slower)
@@ -250,7 +257,16 @@ class PPOConfig:
     mixed_precision: str = "auto"  # accelerate's: "auto" = bf16 (or fp16) on CUDA, "no" on CPU; or no|fp16|bf16
     value_lr_multiplier: float = 10.0  # the value head's learning rate = learning_rate * this (see ppo.ValueHead)
     value_bias_init: bool = True  # start the value head's bias at the first rollout's mean score (else V = 0)
+    value_detach_trunk: bool = False  # True: the value loss trains the value head only (no gradient into the policy)
     num_samples: int = 4  # generations kept in the log each time samples are drawn (every sample_every updates)
+    # --- added with notebook 05 ---
+    brevity_updates: int = 8  # updates of the warm-up run against the programmatic brevity reward
+    brevity_kl_coef: float = 0.05  # beta of the brevity run: a light leash, so the length falls within a few updates
+    sweep_betas: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.5])  # fixed betas of the sweep
+    sweep_updates: int = 16  # updates per beta of the sweep (each run starts from the SFT model)
+    short_run_learning_rate: float | None = 1e-4  # learning rate of the brevity run and the sweep (None = learning_rate);
+    # tiny: larger than the main run's, so that 8-16 updates go far (beta = 0 reaches the over-optimised regime)
+    sweep_prompts: int | None = 256  # the sweep trains on the first this many prompts (None = all)
 
 
 @dataclass
@@ -311,11 +327,13 @@ def _colab() -> Profile:
                       gradient_accumulation_steps=2, eval_steps=200, logging_steps=20, max_length=512),
         qlora=QLoRAConfig(base="Qwen/Qwen2.5-0.5B", learning_rate=2e-4, max_steps=1000,
                           per_device_train_batch_size=8, gradient_accumulation_steps=2, eval_steps=200,
-                          logging_steps=20, max_length=512, optim="paged_adamw_8bit"),
+                          logging_steps=20, max_length=512, optim="paged_adamw_8bit",
+                          gradient_checkpointing=True),  # headroom on a 16 GB T4 (bs 8 x 512 tokens)
         reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
                             eval_steps=200, logging_steps=20, max_length=512),
         ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8,
-                      max_new_tokens=64, init_kl_coef=0.05, adaptive_kl=True, vf_coef=0.1),
+                      max_new_tokens=64, init_kl_coef=0.05, adaptive_kl=True, vf_coef=0.1,
+                      short_run_learning_rate=None),  # the short runs at the main run's learning rate
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
     )
 
@@ -326,7 +344,7 @@ def _cpu() -> Profile:
         model=ModelConfig(name="sshleifer/tiny-gpt2"),
         data=DataConfig(source="Dahoas/synthetic-instruct-gptj-pairwise"),
         sft=SFTConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
-        qlora=QLoRAConfig(base="sshleifer/tiny-gpt2", load_in_4bit=False, max_steps=200,
+        qlora=QLoRAConfig(base="sshleifer/tiny-gpt2", load_in_4bit=False, learning_rate=3e-3, max_steps=200,
                           per_device_train_batch_size=8, max_length=256),
         reward=RewardConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
         ppo=PPOConfig(total_updates=20, batch_size=16, mini_batch_size=4),

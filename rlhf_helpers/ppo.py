@@ -324,16 +324,19 @@ def lm_forward(
 class PolicyWithValueHead(nn.Module):
     """The policy (a causal LM, possibly a PeftModel) and its value head, prepared as one module."""
 
-    def __init__(self, policy: PreTrainedModel, value_head: ValueHead) -> None:
+    def __init__(self, policy: PreTrainedModel, value_head: ValueHead, detach_trunk: bool = False) -> None:
         super().__init__()
         self.policy = policy
         self.value_head = value_head
+        self.detach_trunk = detach_trunk
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (logits ``[B, T, V]`` predicting the response tokens, values ``[B, T]``)."""
         logits, hidden = lm_forward(self.policy, input_ids, attention_mask, response_len, hidden=True)
+        if self.detach_trunk:  # the value loss trains the head only, never the policy's weights
+            hidden = hidden.detach()
         return logits, self.value_head(hidden).float()
 
 
@@ -554,6 +557,12 @@ def validate_config(cfg: PPOConfig) -> None:
         (cfg.missing_eos_penalty is None or cfg.missing_eos_penalty >= 0, "missing_eos_penalty must be >= 0"),
         (cfg.save_every > 0 and cfg.sample_every > 0, "save_every and sample_every must be positive"),
         (cfg.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto|no|fp16|bf16"),
+        (cfg.brevity_updates >= 0 and cfg.sweep_updates >= 0, "brevity_updates and sweep_updates must be >= 0"),
+        (len(cfg.sweep_betas) > 0 and all(b >= 0 for b in cfg.sweep_betas), "sweep_betas must be betas >= 0"),
+        (cfg.sweep_prompts is None or cfg.sweep_prompts > 0, "sweep_prompts must be positive (or None = all)"),
+        (cfg.short_run_learning_rate is None or cfg.short_run_learning_rate > 0,
+         "short_run_learning_rate must be > 0 (or None)"),
+        (cfg.brevity_kl_coef >= 0, "brevity_kl_coef must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -637,7 +646,7 @@ class PPOTrainerLite:
         with torch.random.fork_rng(devices=[]):  # the value head's init must not move the global RNG
             torch.manual_seed(cfg.seed)
             value_head = ValueHead(_hidden_size(policy))
-        model = PolicyWithValueHead(policy, value_head)
+        model = PolicyWithValueHead(policy, value_head, detach_trunk=cfg.value_detach_trunk)
         groups = [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": cfg.learning_rate},
                   {"params": list(value_head.parameters()), "lr": cfg.learning_rate * cfg.value_lr_multiplier}]
         optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate, eps=cfg.adam_eps, weight_decay=0.0)
@@ -688,7 +697,8 @@ class PPOTrainerLite:
     # ------------------------------------------------------------------ 1-4: rollout, scores, rewards, GAE
     @torch.no_grad()
     def make_rollout(self, prompts: list[str], step: int | None = None) -> Rollout:
-        """Generate, score and compute rewards/advantages for ``prompts`` (no parameter changes)."""
+        """Generate, score and compute rewards/advantages for ``prompts``. Changes no weights, except that
+        the first rollout (step 1) sets the value head's bias when ``cfg.value_bias_init``."""
         from .generation import generate_ids
 
         cfg, acc = self.cfg, self.accelerator
@@ -697,7 +707,8 @@ class PPOTrainerLite:
             max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
             batch_size=len(prompts), seed=cfg.seed * 100_003 + step * 101 + acc.process_index)
         policy = self.policy
-        batch = generate_ids(policy, self.tokenizer, prompts, gen_cfg, progress=False)
+        with acc.autocast():  # mixed precision on a GPU (a no-op on CPU), like the prepared model's forward
+            batch = generate_ids(policy, self.tokenizer, prompts, gen_cfg, progress=False)
         device = acc.device
         # drop response columns past the longest response (all padding): less work in every forward
         T = max(1, int(batch.response_mask.sum(1).max()))
@@ -711,11 +722,12 @@ class PPOTrainerLite:
         logits, values = self.model(input_ids, attention_mask, T)
         logprobs = logprobs_from_logits(logits / cfg.temperature, response_ids)
         del logits
-        if self.use_adapter_as_ref:
-            with policy.disable_adapter():
-                ref_logits, _ = lm_forward(policy, input_ids, attention_mask, T)
-        else:
-            ref_logits, _ = lm_forward(self.ref_policy, input_ids, attention_mask, T)
+        with acc.autocast():
+            if self.use_adapter_as_ref:  # LoRA: the reference is the same model with its adapters switched off
+                with policy.disable_adapter():
+                    ref_logits, _ = lm_forward(policy, input_ids, attention_mask, T)
+            else:
+                ref_logits, _ = lm_forward(self.ref_policy, input_ids, attention_mask, T)
         ref_logprobs = logprobs_from_logits(ref_logits / cfg.temperature, response_ids)
         del ref_logits
 
@@ -1001,15 +1013,18 @@ def save_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> Path:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
         try:
+            from .models import _quiet_transformers
+
             policy = trainer.policy
-            policy.save_pretrained(tmp)
-            trainer.tokenizer.save_pretrained(tmp)
-            if _is_peft(policy) and trainer.step >= trainer.cfg.total_updates:
-                # the final LoRA policy also as a plain model, for later stages
-                merged = copy.deepcopy(policy).merge_and_unload()
-                merged.save_pretrained(tmp / "merged")
-                trainer.tokenizer.save_pretrained(tmp / "merged")
-                del merged
+            with _quiet_transformers():  # no "Writing model shards" bar at every checkpoint
+                policy.save_pretrained(tmp)
+                trainer.tokenizer.save_pretrained(tmp)
+                if _is_peft(policy) and trainer.step >= trainer.cfg.total_updates:
+                    # the final LoRA policy also as a plain model, for later stages
+                    merged = copy.deepcopy(policy).merge_and_unload()
+                    merged.save_pretrained(tmp / "merged")
+                    trainer.tokenizer.save_pretrained(tmp / "merged")
+                    del merged
             vh = {k: v.detach().float().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()}
             save_file(vh, str(tmp / VALUE_HEAD_FILE))
             torch.save({
@@ -1081,6 +1096,13 @@ def load_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> int:
     if info.get("use_lora") != _is_peft(trainer.policy):
         raise ValueError(f"Checkpoint {path} has use_lora={info.get('use_lora')} but the policy "
                          f"{'is' if _is_peft(trainer.policy) else 'is not'} a LoRA model.")
+    saved_cfg = info.get("config", {})
+    now_cfg = dataclasses.asdict(trainer.cfg)
+    changed = [k for k in now_cfg if k not in ("total_updates", "save_every", "sample_every")
+               and k in saved_cfg and saved_cfg[k] != now_cfg[k]]
+    if changed:
+        trainer._log(f"note: resuming {path} saved with different settings ({', '.join(changed)}); the new ones "
+                     "apply from here. Pass resume=False to start over.")
     _load_policy_weights(trainer.policy, path)
     vh = load_file(str(path / VALUE_HEAD_FILE))
     trainer.value_head.load_state_dict({k: v.to(trainer.value_head.linear.weight.dtype) for k, v in vh.items()})

@@ -318,6 +318,28 @@ def add_gold_margins(pairs: Dataset, scale: float = 1.0) -> Dataset:
         return pairs.map(margin)
 
 
+def relevance_pairs(pairs: Dataset, seed: int = 0) -> Dataset:
+    """Pairs that teach a reward model to *read the prompt*, made from the data at no labelling cost:
+    ``(prompt, its chosen answer) > (prompt, the chosen answer of another prompt)``.
+
+    Why: a good answer to another question looks as good as any answer when read alone, so a small reward model
+    trained on the real pairs learns the style failures (rude, vague, ...) and stays blind to off-topic answers:
+    on the tiny profile it orders off-topic pairs at chance even after 300 steps, while a short warm-up on these
+    pairs first lifts them to ~80%. The other answer comes from a seeded shuffle; pairs whose shuffled partner
+    has the same prompt are skipped. Columns: ``prompt``, ``chosen``, ``rejected``.
+    """
+    import random
+
+    from datasets import Dataset
+
+    prompts, chosen = list(pairs["prompt"]), list(pairs["chosen"])
+    order = list(range(len(prompts)))
+    random.Random(seed).shuffle(order)
+    rows = [{"prompt": prompts[i], "chosen": chosen[i], "rejected": chosen[j]}
+            for i, j in enumerate(order) if prompts[j] != prompts[i]]
+    return Dataset.from_list(rows)
+
+
 @dataclass
 class RewardRun:
     """A finished reward-model training run."""
@@ -948,6 +970,6 @@ __all__ = [
     "WordFrequencyReward", "accuracy_by_group", "accuracy_table", "add_gold_margins", "backbone_source",
     "build_trainer", "fit_normalization", "fool_table", "fool_variants", "gold_agreement", "load_backbone",
     "load_reward_model", "load_reward_source", "load_reward_tokenizer", "plot_fool", "plot_scores",
-    "plot_training", "read_reward_info", "save_reward_model", "score_pairs", "scored_records",
+    "plot_training", "read_reward_info", "relevance_pairs", "save_reward_model", "score_pairs", "scored_records",
     "train_regression_model", "train_reward_model", "trainer_dataset",
 ]

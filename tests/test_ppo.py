@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlhf_helpers import ppo
-from rlhf_helpers.config import PPOConfig
+from rlhf_helpers.config import PPOConfig, get_profile
 
 PROMPTS = [f"Tell me about {w}." for w in ("pasta", "soil", "stars", "garlic", "moon", "seeds", "oven", "orbit",
                                           "compost", "bread", "galaxy", "roots", "salt", "comet", "water", "light")]
@@ -199,6 +199,14 @@ def test_config_errors_name_the_field():
         ppo.validate_config(PPOConfig(batch_size=10, mini_batch_size=4))
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         ppo.validate_config(PPOConfig(mini_batch_size=8, gradient_accumulation_steps=3))
+    with pytest.raises(ValueError, match="sweep_betas"):
+        ppo.validate_config(PPOConfig(sweep_betas=[0.1, -0.01]))
+    with pytest.raises(ValueError, match="sweep_prompts"):
+        ppo.validate_config(PPOConfig(sweep_prompts=0))
+    with pytest.raises(ValueError, match="short_run_learning_rate"):
+        ppo.validate_config(PPOConfig(short_run_learning_rate=0.0))
+    for name in ("tiny", "colab", "cpu"):  # every profile's PPO settings (notebook 05's sweep included) are valid
+        ppo.validate_config(get_profile(name).ppo)
 
 
 # ------------------------------------------------------------------------------------- end to end
@@ -225,9 +233,11 @@ def test_reward_rises_while_kl_stays_bounded(make_tiny_model, tiny_tokenizer):
         assert key in hist[-1]
 
 
-def test_old_logprobs_match_the_training_forward(make_tiny_model, tiny_tokenizer):
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_old_logprobs_match_the_training_forward(make_tiny_model, tiny_tokenizer, checkpointing):
     # one epoch, one minibatch, lr 0: the training forward must reproduce the rollout's log-probs exactly
-    cfg = small_cfg(total_updates=1, batch_size=8, mini_batch_size=8, ppo_epochs=1, learning_rate=0.0)
+    cfg = small_cfg(total_updates=1, batch_size=8, mini_batch_size=8, ppo_epochs=1, learning_rate=0.0,
+                    gradient_checkpointing=checkpointing)
     rec = run(make_tiny_model(), tiny_tokenizer, ConstantReward(), cfg).history[0]
     assert rec["val/ratio"] == pytest.approx(1.0, abs=1e-5)
     assert rec["policy/approxkl_avg"] < 1e-10 and rec["policy/clipfrac_avg"] == 0
@@ -277,7 +287,7 @@ def test_runaway_kl_stops_the_run(make_tiny_model, tiny_tokenizer):
         run(make_tiny_model(), tiny_tokenizer, reward, cfg)
 
 
-def test_resume_continues_step_log_and_optimizer(make_tiny_model, tiny_tokenizer, tmp_path):
+def test_resume_continues_step_log_and_optimizer(make_tiny_model, tiny_tokenizer, tmp_path, capsys):
     reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
     full = run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=3), out_dir=tmp_path / "a")
     run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=2), out_dir=tmp_path / "b")
@@ -298,10 +308,13 @@ def test_resume_continues_step_log_and_optimizer(make_tiny_model, tiny_tokenizer
     assert [untimed(r) for r in result.history[:2]] == [untimed(r) for r in full.history[:2]]  # the restored log
     saved = [json.loads(line) for line in (tmp_path / "b" / ppo.LOG_FILE).read_text().splitlines()]
     assert [r["step"] for r in saved] == [1, 2, 3]
-    # resuming a finished run does nothing more
-    again = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, small_cfg(total_updates=3),
-                               out_dir=tmp_path / "b", callbacks=[], progress=False).train()
+    # resuming a finished run does nothing more, and says so when the settings changed
+    capsys.readouterr()
+    again = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS,
+                               small_cfg(total_updates=3, learning_rate=5e-4), out_dir=tmp_path / "b",
+                               callbacks=[], progress=False).train()
     assert len(again.history) == 3
+    assert "different settings (learning_rate)" in capsys.readouterr().out
 
 
 def test_gradient_accumulation_steps_the_optimizer_once_per_minibatch(make_tiny_model, tiny_tokenizer):
@@ -368,3 +381,21 @@ def test_live_plot_is_a_no_op_outside_jupyter_and_plots_history():
     assert cb._handle is None
     fig = ppo.plot_history(history, ["objective/scores", "objective/kl", "missing/key"])
     assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+
+
+def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tmp_path):
+    from rlhf_helpers import data
+    from rlhf_helpers.config import MissingStageError, Paths, get_profile
+
+    profile = get_profile("tiny", paths=Paths(root=tmp_path, data_dir=course_data_dir))
+    with pytest.raises(MissingStageError, match="02_sft_full"):
+        ppo.load_course_stages(profile, reward_source=ConstantReward())
+    make_tiny_model().save_pretrained(profile.paths.checkpoint("sft_full"))
+    tiny_tokenizer.save_pretrained(profile.paths.checkpoint("sft_full"))
+    data.prepare_course_data(profile)
+    stages = ppo.load_course_stages(profile, reward_source=ConstantReward())
+    train_prompts = data.load_prepared(profile).preferences["train"]["prompt"]
+    assert stages.prompts == list(dict.fromkeys(train_prompts)) and len(set(stages.prompts)) == len(stages.prompts)
+    assert stages.ref_policy is not stages.policy and not any(p.requires_grad for p in stages.ref_policy.parameters())
+    assert stages.out_dir == profile.paths.checkpoint("ppo") and stages.cfg == profile.ppo
+    assert set(stages.kwargs()) >= {"policy", "ref_policy", "tokenizer", "reward_source", "prompts", "cfg"}

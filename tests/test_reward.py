@@ -383,3 +383,17 @@ def test_missing_sft_checkpoint_names_notebook_02(tmp_path):
         reward.backbone_source(profile)
     assert reward.backbone_source(profile, "gpt2") == "gpt2"
     assert isinstance(reward.backbone_source(profile, str(tmp_path)), (str, Path))
+
+
+def test_relevance_pairs_pair_each_prompt_with_another_prompts_answer(pairs):
+    train = pairs[0].select(range(200))
+    warm = reward.relevance_pairs(train, seed=3)
+    answer_of = {}
+    for r in train:
+        answer_of.setdefault(r["chosen"], set()).add(r["prompt"])
+    assert 0.8 * len(train) <= len(warm) <= len(train)
+    for r in warm:
+        assert r["prompt"] in answer_of[r["chosen"]]  # its own chosen answer...
+        assert r["prompt"] not in answer_of[r["rejected"]]  # ...over the chosen answer of another prompt
+    assert list(warm) == list(reward.relevance_pairs(train, seed=3))  # seeded
+    assert list(warm) != list(reward.relevance_pairs(train, seed=4))
