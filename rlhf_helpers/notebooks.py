@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -134,6 +135,8 @@ def update_readme(summary: str, timing: str, readme: Path = REPO_ROOT / "README.
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     body = summary.replace("](../plots/", "](outputs/plots/").replace("](../results/", "](outputs/results/")
+    # the summary's headings sit under the README's "## Results" heading: "# x" -> "### x"
+    body = re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", body, flags=re.M)
     section = f"{README_START}\n{body.strip()}\n\n### Wall time of each notebook (`make course`)\n\n{timing}\n{README_END}"
     tmp = readme.with_suffix(".md.tmp")
     tmp.write_text(head + section + tail)

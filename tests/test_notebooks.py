@@ -75,7 +75,8 @@ def test_update_readme_replaces_only_the_results_section(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
     runs = [NotebookRun("00_a.ipynb", 3.2, tmp_path), NotebookRun("01_b.ipynb", 10.0, tmp_path)]
-    update_readme("| m | x |\n![plot](../plots/p.png)", timing_table(runs), readme)
+    update_readme("# Results\n## Rewards\n| m | x |\n![plot](../plots/p.png)", timing_table(runs), readme)
     text = readme.read_text()
+    assert "\n### Results\n#### Rewards\n" in text  # nested under the README's own section heading
     assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
     assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text
