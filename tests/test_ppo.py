@@ -399,3 +399,17 @@ def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tm
     assert stages.ref_policy is not stages.policy and not any(p.requires_grad for p in stages.ref_policy.parameters())
     assert stages.out_dir == profile.paths.checkpoint("ppo") and stages.cfg == profile.ppo
     assert set(stages.kwargs()) >= {"policy", "ref_policy", "tokenizer", "reward_source", "prompts", "cfg"}
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_value_detach_trunk_keeps_the_value_loss_out_of_the_policy(make_tiny_model, detach):
+    policy = make_tiny_model()
+    model = ppo.PolicyWithValueHead(policy, ppo.ValueHead(policy.config.n_embd), detach_trunk=detach)
+    torch.nn.init.normal_(model.value_head.linear.weight)  # a trained head (it starts at zero: no gradient yet)
+    ids = torch.randint(3, 100, (2, 10))
+    _, values = model(ids, torch.ones_like(ids), 4)
+    assert values.shape == (2, 4)
+    values.sum().backward()  # a value loss alone
+    trunk = [p.grad for p in policy.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert bool(trunk) is not detach
+    assert model.value_head.linear.weight.grad.abs().sum() > 0  # the head always learns
