@@ -140,7 +140,8 @@ class SFTConfig:
     """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
 
     learning_rate: float = 4e-3  # tiny: a 1M-parameter model tolerates (and needs, in 150 steps) a large rate
-    max_steps: int = 150  # tiny: ~0.85 epoch of the 2848 training pairs
+    max_steps: int = 450  # tiny: ~2.5 epochs of the 2848 training pairs; after 150 steps 56% of the held-out
+    # answers were off topic (gold score 0), after 450 steps 38% (gold mean 0.27 -> 0.57)
     per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     eval_steps: int = 50
