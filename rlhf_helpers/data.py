@@ -642,29 +642,22 @@ class PreparedData:
         return pd.DataFrame(rows, columns=["dataset", "split", "records"])
 
     def save(self, path: Path) -> None:
-        """Write everything to a temporary directory next to ``path``, then swap it in."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        """Write everything to a temporary directory next to ``path``, then swap it in (:func:`atomic_dir`)."""
         import datasets
 
-        bars = datasets.utils.logging.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # three tiny saves: their bars would only clutter the notebook
-        try:
+        def write(tmp: Path) -> None:
             self.sft.save_to_disk(str(tmp / "sft"))
             self.preferences.save_to_disk(str(tmp / "preferences"))
             self.heldout.save_to_disk(str(tmp / "heldout"))
             reports = {k: r.to_dict() for k, r in self.reports.items()}
             (tmp / "reports.json").write_text(json.dumps(reports, indent=2))
             (tmp / "info.json").write_text(json.dumps(self.info, indent=2))  # written last: marks completeness
-            old = path.with_name(f".{path.name}.old")
-            if path.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
+
+        bars = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # three tiny saves: their bars would only clutter the notebook
+        try:
+            atomic_dir(path, write)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
             if bars:
                 datasets.enable_progress_bars()
 
@@ -732,6 +725,52 @@ def load_prepared(profile: Profile) -> PreparedData:
 
 
 # ----------------------------------------------------------------------------- writing and the CLI
+def atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` into a fresh temporary directory next to ``target``, then swap it in: the old directory is
+    first renamed to ``.<name>.old`` (:func:`old_dir`) and deleted last, so an interrupted save leaves one complete
+    copy. Every stage's checkpoint and the prepared data are written this way."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    old = old_dir(target)
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def old_dir(target: Path) -> Path:
+    """Where :func:`atomic_dir` keeps the previous copy of ``target`` during the swap."""
+    return target.with_name(f".{target.name}.old")
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """JSON written to ``path`` atomically (temporary file + ``os.replace``); numpy/torch scalars as floats."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines log (blank lines skipped); a bad line raises ``path:line: invalid JSON``."""
+    path = Path(path)
+    out = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    return out
+
+
 def write_jsonl(records: Iterable[Mapping], path: str | Path) -> None:
     """Write JSON Lines atomically: a temporary file in the same directory, then ``os.replace``."""
     path = Path(path)

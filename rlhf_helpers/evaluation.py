@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import STAGE_NOTEBOOK, EvalConfig, GenerationConfig, MissingStageError, Paths, Profile
+from .data import read_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -745,17 +746,6 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
 
 
 # ============================================================================================ training logs
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-    return out
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -784,10 +774,10 @@ def load_ppo_logs(paths: Paths) -> dict[str, list[dict[str, Any]]]:
         cfg = _read_json(info).get("config", {}) if info.exists() else {}
         beta = cfg.get("init_kl_coef")
         label = "PPO run" + (f" (beta={beta:g}{', adaptive' if cfg.get('adaptive_kl') else ''})" if beta else "")
-        runs[label] = _read_jsonl(main)
+        runs[label] = read_records(main)
     sweep = paths.results / BETA_SWEEP_LOG
     if sweep.exists():
-        for r in _read_jsonl(sweep):
+        for r in read_records(sweep):
             runs.setdefault(f"sweep beta={r['beta']:g}", []).append(r)
     return runs
 
@@ -820,7 +810,7 @@ def load_training_logs(paths: Paths) -> tuple[dict[str, list[dict[str, Any]]], l
         elif stage == "ppo":
             f = d / "log.jsonl"
             if f.exists():
-                logs[stage] = _read_jsonl(f)
+                logs[stage] = read_records(f)
         else:
             f = d / "log_history.json"
             if f.exists():

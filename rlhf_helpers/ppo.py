@@ -52,10 +52,7 @@ import dataclasses
 import inspect
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -68,6 +65,7 @@ import torch
 from torch import nn
 
 from .config import GenerationConfig, PPOConfig
+from .data import atomic_dir, old_dir, read_records, write_jsonl
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -947,11 +945,7 @@ class PPOTrainerLite:
 def has_checkpoint(path: str | Path) -> bool:
     """True when ``path`` (or the backup left by an interrupted save) holds a complete PPO checkpoint."""
     path = Path(path)
-    return (path / INFO_FILE).exists() or (_backup_dir(path) / INFO_FILE).exists()
-
-
-def _backup_dir(path: Path) -> Path:
-    return path.with_name(f".{path.name}.old")
+    return (path / INFO_FILE).exists() or (old_dir(path) / INFO_FILE).exists()
 
 
 def _rng_state() -> dict[str, Any]:
@@ -975,25 +969,6 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON in the PPO log ({e.msg})") from None
-    return out
-
-
 def save_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> Path:
     """Save policy (``save_pretrained``; adapters only for LoRA) + tokenizer, value head, optimizer, KL
     controller, step, RNG states, the log and samples into ``out_dir`` -- atomically: everything is written
@@ -1010,11 +985,9 @@ def save_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> Path:
     if acc.is_main_process:
         if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / INFO_FILE).exists():
             raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-        try:
-            from .models import _quiet_transformers
+        from .models import _quiet_transformers
 
+        def write(tmp: Path) -> None:
             policy = trainer.policy
             with _quiet_transformers():  # no "Writing model shards" bar at every checkpoint
                 policy.save_pretrained(tmp)
@@ -1035,19 +1008,13 @@ def save_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> Path:
                 "shuffle_gen": trainer.shuffle_gen.get_state(),
                 "last_checkpoint_step": trainer.step,
             }, tmp / STATE_FILE)
-            _write_jsonl(tmp / LOG_FILE, trainer.history)
-            _write_jsonl(tmp / SAMPLES_FILE, trainer.samples)
+            write_jsonl(trainer.history, tmp / LOG_FILE)
+            write_jsonl(trainer.samples, tmp / SAMPLES_FILE)
             info = {"step": trainer.step, "use_lora": _is_peft(policy), "config": dataclasses.asdict(trainer.cfg),
                     "value_head": "linear head on the policy's last hidden state", "saved_at": time.time()}
             (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))  # last: marks a complete checkpoint
-            backup = _backup_dir(out_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-            if out_dir.exists():
-                os.replace(out_dir, backup)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+
+        atomic_dir(out_dir, write)
     acc.wait_for_everyone()
     trainer.last_checkpoint_step = trainer.step
     return out_dir
@@ -1088,8 +1055,8 @@ def load_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> int:
 
     path = Path(out_dir)
     if not (path / INFO_FILE).exists():
-        if (_backup_dir(path) / INFO_FILE).exists():  # a save was interrupted between its two renames
-            path = _backup_dir(path)
+        if (old_dir(path) / INFO_FILE).exists():  # a save was interrupted between its two renames
+            path = old_dir(path)
         else:
             raise FileNotFoundError(f"No PPO checkpoint in {out_dir} ({INFO_FILE} missing)")
     info = json.loads((path / INFO_FILE).read_text())
@@ -1113,8 +1080,8 @@ def load_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> int:
     trainer.shuffle_gen.set_state(state["shuffle_gen"])
     trainer.step = int(state["step"])
     trainer.last_checkpoint_step = trainer.step
-    trainer.history = _read_jsonl(path / LOG_FILE)
-    trainer.samples = _read_jsonl(path / SAMPLES_FILE)
+    trainer.history, trainer.samples = ([] if not (path / f).exists() else read_records(path / f)
+                                        for f in (LOG_FILE, SAMPLES_FILE))
     return trainer.step
 
 

@@ -53,9 +53,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -63,7 +61,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from . import judge, models
+from . import data, judge, models
 from .config import STAGE_NOTEBOOK, Profile, QLoRAConfig, RewardConfig
 
 if TYPE_CHECKING:
@@ -582,12 +580,6 @@ def gold_agreement(scored: pd.DataFrame) -> dict[str, float]:
 
 
 # =================================================================================== saving / loading
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def save_reward_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -599,25 +591,15 @@ def save_reward_model(
     """Write model + tokenizer (``save_pretrained``), ``log_history.json`` and ``reward_info.json``
     (normalisation stats + ``info``; written last) to a temporary directory next to ``directory``, then swap it
     into place: a half-written reward model never looks like a finished one."""
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-", dir=target.parent))
-    old = target.with_name(f".{target.name}-old")
-    try:
+    def write(tmp: Path) -> None:
         with models._quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        _write_json(tmp / LOG_HISTORY, list(history))
-        _write_json(tmp / INFO_FILE, {"normalization": asdict(normalization) if normalization else None,
-                                      **(info or {})})
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        data.write_json(tmp / LOG_HISTORY, list(history))
+        data.write_json(tmp / INFO_FILE, {"normalization": asdict(normalization) if normalization else None,
+                                          **(info or {})})
+
+    return data.atomic_dir(directory, write)
 
 
 def read_reward_info(directory: str | Path) -> dict[str, Any]:

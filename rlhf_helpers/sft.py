@@ -40,7 +40,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import threading
 import time
 import warnings
@@ -49,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import models
+from . import data, models
 from .config import MissingStageError, Profile, QLoRAConfig, SFTConfig
 
 if TYPE_CHECKING:
@@ -264,29 +263,6 @@ def qlora_source(profile: Profile) -> str | Path:
     return profile.qlora.base or base_source(profile)
 
 
-def _atomic_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a fresh temporary directory next to ``target``, then swap it in (old one removed)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-tmp-", dir=target.parent))
-    old = target.with_name(f".{target.name}-old")
-    try:
-        write(tmp)
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """JSON written to ``path`` atomically (temporary file + ``os.replace``)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
-    os.replace(tmp, path)
-
-
 def _adapters_to_float32(model: Any) -> None:
     """TRL casts the adapters of a quantized model to bf16 (the QLoRA paper's choice on a bf16 GPU). Where the
     compute dtype is not bf16 (CPU float32, a T4's fp16 autocast) keep them in float32 instead: bf16 math is
@@ -373,13 +349,13 @@ def _train(
             tokenizer.save_pretrained(tmp)
         if extra is not None:
             info.update(extra(trainer_model, tmp))
-        _write_json(tmp / LOG_HISTORY, history)
-        _write_json(tmp / TRAIN_INFO, info)  # written last
+        data.write_json(tmp / LOG_HISTORY, history)
+        data.write_json(tmp / TRAIN_INFO, info)  # written last
 
     trainer_model: Any = None
     history: list[dict[str, float]] = []
     info: dict[str, Any] = {}
-    _atomic_dir(target, write)
+    data.atomic_dir(target, write)
     return SFTRun(stage, trainer_model, tokenizer, history, info, target)
 
 
@@ -666,7 +642,7 @@ def save_report(profile: Profile, run: SFTRun, answers: Mapping[str, list[str]],
             raise ValueError(f"answers may hold 'base' and {run.stage!r}, got {name!r}")
     report = {"rows": rows, "prompts": list(heldout["prompt"]), "references": references,
               "answers": {k: list(v) for k, v in answers.items()}}
-    _write_json(run.path / METRICS, report)
+    data.write_json(run.path / METRICS, report)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

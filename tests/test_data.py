@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
 
+from rlhf_helpers import data
 from rlhf_helpers.config import DataConfig, MissingStageError, Paths, get_profile
 from rlhf_helpers.data import (
     DataFormatError,
@@ -474,3 +475,28 @@ def test_real_custom_csv_sample_to_preferences_and_scores():
     scored = load_data(JUDGER_SAMPLE, mapping="prompt=prompt,response=human_answer|machine_answer,"
                                               "score=human_score|machine_score")
     assert scored.kind == "scored" and len(scored) == 600 and isinstance(scored.records[0]["score"], float)
+
+
+def test_atomic_dir_swaps_in_a_complete_copy_and_keeps_the_old_one_on_failure(tmp_path):
+    target = tmp_path / "ckpt"
+    data.atomic_dir(target, lambda d: (d / "a.txt").write_text("1"))
+    data.atomic_dir(target, lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+    def broken(d):
+        (d / "c.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        data.atomic_dir(target, broken)
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # nothing half-written replaced it
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary or .old directory left behind
+
+
+def test_read_records_names_file_and_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n\n{"step": 2}\n')
+    assert data.read_records(log) == [{"step": 1}, {"step": 2}]
+    log.write_text('{"step": 1}\n{"step": \n')
+    with pytest.raises(ValueError, match=r"log\.jsonl:2: invalid JSON"):
+        data.read_records(log)

@@ -95,7 +95,7 @@ def test_full_sft_lowers_eval_loss_and_saves_a_clean_checkpoint(profile, full_ru
     names = {p.name for p in path.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "log_history.json", "train_info.json"} <= names
     assert not [n for n in names if n.startswith("checkpoint-") or n == "_trainer"]  # no intermediate checkpoints
-    assert not [p for p in path.parent.iterdir() if "-tmp-" in p.name or "-old" in p.name]
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name or p.name.endswith(".old")]
     assert json.loads((path / "log_history.json").read_text()) == full_run.history
     model, tokenizer = sft.load_sft(profile, "sft_full")
     assert sft.logit_difference(model, full_run.model, tokenizer, _texts(tokenizer, prep)) < 1e-4
