@@ -12,7 +12,8 @@ How a record is built
   concrete sentences) and, often, a friendly closer ("Good luck!"). 15-60 words.
 * A **flawed answer** shows one failure: ``off_topic`` (a good answer to another topic's task),
   ``rude``, ``rambling`` (filler sentences), ``repetitive`` (a tip said three times), ``refusal``
-  (declines a harmless question) or ``vague`` (a short non-answer).
+  (declines a harmless question), ``vague`` (a short non-answer) or ``too_short`` (correct but thin: an
+  opener and a single tip).
 
 The files
 ---------
@@ -50,7 +51,9 @@ DEFAULT_SIZES = {"sft": 3000, "preferences": 4000, "heldout": 200, "pretrain": 3
 LABEL_NOISE_RATE = 0.05  # share of preference pairs whose chosen/rejected are swapped on purpose
 MIN_MARGIN = 0.05  # every clean pair: gold_score(chosen) - gold_score(rejected) >= this
 HELDOUT_ITEMS = 2  # the last tasks of every topic are kept for evaluation only
-FAILURES = ("off_topic", "rude", "rambling", "repetitive", "refusal", "vague")
+# too_short pairs the rambling ones: without them every shorter answer in the data is the better one, and a reward
+# model learns "shorter is better" (on the tiny profile PPO then cut the third tip from its answers).
+FAILURES = ("off_topic", "rude", "rambling", "repetitive", "refusal", "vague", "too_short")
 # SFT demonstration quality mix (fractions sum to 1).
 SFT_QUALITY = {"good": 0.65, "long": 0.10, "repetitive": 0.08, "no_opener": 0.09, "vague": 0.08}
 
@@ -984,6 +987,8 @@ def failed_answer(rng: random.Random, failure: str, topic: str, tips: tuple[str,
     if failure == "vague":
         parts = ([rng.choice(OPENERS)] if rng.random() < 0.5 else []) + rng.sample(VAGUE_LINES, rng.choice((1, 2)))
         return " ".join(parts)
+    if failure == "too_short":  # on topic and polite, but a single tip: less help than the question asked for
+        return " ".join([rng.choice(OPENERS), rng.choice(tips)])
     raise ValueError(f"unknown failure {failure!r}; expected one of {list(FAILURES)}")
 
 

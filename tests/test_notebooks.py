@@ -71,6 +71,20 @@ def test_course_notebook_executes(notebook: Path, course_paths: Paths):
             course_paths.require(stage)
 
 
+@pytest.mark.notebook
+def test_course_ppo_beats_sft_on_heldout_prompts(course_paths: Paths):
+    """The bar of the PPO stage on the tiny profile, read from notebook 05's table (it runs after the notebooks):
+    PPO gets a higher learned reward than SFT on the held-out prompts and wins >60% of them by the gold judge."""
+    import pandas as pd
+
+    table = pd.read_csv(course_paths.result("ppo_vs_sft.csv"), index_col=0)
+    sft, ppo = table.loc["SFT (full)"], table.loc["PPO"]
+    assert ppo["n"] == sft["n"] == 200
+    assert ppo["reward_mean"] > sft["reward_mean"]
+    assert ppo["win_rate"] > 0.6 and ppo["win_low"] > 0.5, table[["win_rate", "win_low", "win_high"]]
+    assert 0 < ppo["kl"] < 10  # it moved, on a leash
+
+
 def test_update_readme_replaces_only_the_results_section(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
