@@ -28,15 +28,13 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import ModelConfig, Profile, QLoRAConfig
+from .data import atomic_dir
 
 if TYPE_CHECKING:
     import torch
@@ -391,20 +389,14 @@ def build_tiny_base(profile: Profile, progress: bool = True) -> Path:
         "seed": profile.seed,
         "model_config": wanted,
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".base-tmp-", dir=target.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         with _quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         (tmp / BASE_INFO).write_text(json.dumps(info, indent=1))
-        if target.exists():
-            shutil.rmtree(target)  # a stale or incomplete base: ours to replace
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+
+    return atomic_dir(target, write)  # a stale or incomplete base: ours to replace
 
 
 def read_base_info(path: str | Path) -> dict[str, Any]:

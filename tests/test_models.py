@@ -198,7 +198,7 @@ def test_build_tiny_base_builds_once_and_loads(course_data_dir, tiny_model_confi
     info = models.read_base_info(path)
     assert len(info["losses"]) == 4 and info["model_config"] == dataclasses.asdict(cfg)
     assert info["parameters"] > 0 and info["build_seconds"] >= info["pretrain_seconds"] > 0
-    assert not list(path.parent.glob(".base-tmp-*"))  # the temp dir was renamed into place
+    assert not list(path.parent.glob(".base.*"))  # no temporary or .old directory left behind (data.atomic_dir)
 
     assert models.build_tiny_base(profile, progress=False) == path and calls == [1]  # cached: not rebuilt
 
