@@ -750,12 +750,19 @@ def old_dir(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """JSON written to ``path`` atomically (temporary file + ``os.replace``); numpy/torch scalars as floats."""
+def write_text(path: str | Path, text: str) -> Path:
+    """``text`` written to ``path`` atomically (``.<name>.tmp`` next to it, then ``os.replace``); creates the folder."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """JSON written to ``path`` atomically (:func:`write_text`); numpy/torch scalars as floats."""
+    write_text(path, json.dumps(obj, indent=1, default=float))
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import STAGE_NOTEBOOK, EvalConfig, GenerationConfig, MissingStageError, Paths, Profile
-from .data import read_records
+from .data import read_records, write_jsonl, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -667,16 +667,8 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _atomic_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def _atomic_csv(frame: pd.DataFrame, path: Path, index: bool = True) -> Path:
-    return _atomic_text(path, frame.to_csv(index=index))
+    return write_text(path, frame.to_csv(index=index))
 
 
 METHOD_NOTES = (
@@ -742,7 +734,7 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
               for n in METHOD_NOTES]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
-    return _atomic_text(out / SUMMARY_FILE, "\n".join(lines) + "\n")
+    return write_text(out / SUMMARY_FILE, "\n".join(lines) + "\n")
 
 
 # ============================================================================================ training logs
@@ -757,11 +749,13 @@ def save_beta_sweep(results: Mapping[float, Any], paths: Paths) -> Path:
     """Save a PPO beta sweep's logs (``{beta: PPOResult or list of log records}``, e.g. from
     :func:`rlhf_helpers.ppo.beta_sweep`) as ``results/ppo_beta_sweep.jsonl`` -- one record per (beta, update),
     with a ``beta`` field -- where :func:`load_ppo_logs` (notebook 06's proxy-vs-gold plot) finds it."""
-    lines = []
+    records = []
     for beta, res in results.items():
         history = res if isinstance(res, list | tuple) else res.history
-        lines += [json.dumps({"beta": float(beta), **r}, ensure_ascii=False) for r in history]
-    return _atomic_text(paths.result(BETA_SWEEP_LOG), "\n".join(lines) + "\n")
+        records += [{"beta": float(beta), **r} for r in history]
+    out = paths.result(BETA_SWEEP_LOG)
+    write_jsonl(records, out)
+    return out
 
 
 def load_ppo_logs(paths: Paths) -> dict[str, list[dict[str, Any]]]:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import threading
 import time
@@ -672,10 +671,7 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
     samples = pd.DataFrame({"prompt": reports[0]["prompts"], "reference": reports[0]["references"],
                             **{n: answers[n] for n in order}}).head(n_samples)
     for frame, name in ((table, "sft_comparison.csv"), (samples, "sft_samples.csv")):
-        out = profile.paths.result(name)
-        tmp = out.with_name(f".{name}.tmp")
-        frame.to_csv(tmp, index=frame is table)
-        os.replace(tmp, out)
+        data.write_text(profile.paths.result(name), frame.to_csv(index=frame is table))
     return table, samples
 
 
