@@ -944,8 +944,13 @@ class PPOTrainerLite:
 # =====================================================================================================
 def has_checkpoint(path: str | Path) -> bool:
     """True when ``path`` (or the backup left by an interrupted save) holds a complete PPO checkpoint."""
-    path = Path(path)
-    return (path / INFO_FILE).exists() or (old_dir(path) / INFO_FILE).exists()
+    return _complete_checkpoint(Path(path)) is not None
+
+
+def _complete_checkpoint(path: Path) -> Path | None:
+    """``path``, else the previous copy a save interrupted between its two renames left (``data.old_dir``),
+    whichever holds ``INFO_FILE`` (written last); None when neither does."""
+    return next((p for p in (path, old_dir(path)) if (p / INFO_FILE).exists()), None)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -1053,12 +1058,9 @@ def load_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> int:
     ``out_dir`` into ``trainer``; returns the restored step."""
     from safetensors.torch import load_file
 
-    path = Path(out_dir)
-    if not (path / INFO_FILE).exists():
-        if (old_dir(path) / INFO_FILE).exists():  # a save was interrupted between its two renames
-            path = old_dir(path)
-        else:
-            raise FileNotFoundError(f"No PPO checkpoint in {out_dir} ({INFO_FILE} missing)")
+    path = _complete_checkpoint(Path(out_dir))
+    if path is None:
+        raise FileNotFoundError(f"No PPO checkpoint in {out_dir} ({INFO_FILE} missing)")
     info = json.loads((path / INFO_FILE).read_text())
     if info.get("use_lora") != _is_peft(trainer.policy):
         raise ValueError(f"Checkpoint {path} has use_lora={info.get('use_lora')} but the policy "

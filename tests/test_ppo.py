@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 
 import pytest
 import torch
 
 from rlhf_helpers import ppo
 from rlhf_helpers.config import PPOConfig, get_profile
+from rlhf_helpers.data import old_dir
 
 PROMPTS = [f"Tell me about {w}." for w in ("pasta", "soil", "stars", "garlic", "moon", "seeds", "oven", "orbit",
                                           "compost", "bread", "galaxy", "roots", "salt", "comet", "water", "light")]
@@ -278,6 +280,19 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(make_tiny_model, tin
     assert len((out / ppo.LOG_FILE).read_text().splitlines()) == 2
     assert ppo.load_ppo_policy(out, device="cpu") is not None
     assert not list(tmp_path.glob(".ppo.*"))  # no temporary directories left behind
+
+
+def test_a_save_interrupted_between_its_renames_resumes_from_the_old_copy(make_tiny_model, tiny_tokenizer, tmp_path):
+    out = tmp_path / "ppo"
+    reward = ConstantReward(0.5)
+    run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=2), out_dir=out)
+    os.replace(out, old_dir(out))  # the moment between "current -> .old" and "new -> current"
+    assert ppo.has_checkpoint(out) and not ppo.has_checkpoint(tmp_path / "other")
+    trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, small_cfg(total_updates=2),
+                                 callbacks=[], progress=False)
+    assert ppo.load_checkpoint(trainer, out) == 2 and len(trainer.history) == 2
+    with pytest.raises(FileNotFoundError, match="No PPO checkpoint"):
+        ppo.load_checkpoint(trainer, tmp_path / "other")
 
 
 def test_runaway_kl_stops_the_run(make_tiny_model, tiny_tokenizer):
