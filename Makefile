@@ -35,7 +35,7 @@ lint: $(STAMP)
 
 ## Regenerate the committed course dataset in data/ (deterministic).
 data: $(STAMP)
-	$(BIN)/python -m rlhf_helpers.course_data --out data --seed 0
+	$(BIN)/python -m rlhf_helpers.course_dataset --out data --seed 0
 
 clean:
 	rm -rf outputs/checkpoints outputs/prepared_data outputs/notebooks

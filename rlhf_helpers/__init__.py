@@ -6,7 +6,8 @@ dataset and its gold judge), ``data`` (loading and validating datasets), ``model
 ``sft``, ``reward``, ``ppo``, ``evaluation`` and ``notebooks`` (the notebook runner).
 """
 
-from .config import MissingStageError, Paths, Profile, get_profile
+from .core.artifacts import MissingStageError, Paths
+from .core.config import Profile, get_profile
 
 __all__ = ["MissingStageError", "Paths", "Profile", "get_profile"]
 __version__ = "0.1.0"

@@ -20,9 +20,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "data":
-        from .data import cli
+        from .data_prep import cli
     elif command == "course":
-        from .notebooks import cli
+        from .runner import cli
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

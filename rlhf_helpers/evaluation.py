@@ -33,205 +33,43 @@ reproducible: the same checkpoints and seed give the same tables (:meth:`Evaluat
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import hashlib
-import json
 import math
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .config import STAGE_NOTEBOOK, EvalConfig, GenerationConfig, MissingStageError, Paths, Profile
-from .data import read_records, write_jsonl, write_text
+from .core.artifacts import (
+    BETA_SWEEP_LOG,
+    MissingStageError,
+    Paths,
+    notebook,
+    read_json,
+    read_records,
+    write_text,
+)
+from .core.compare import Evaluation, Policy, generation_config, summary_tables
+from .core.config import EvalConfig, GenerationConfig, Profile
+from .judge import GoldJudge
+from .ppo_runs import load_ppo_logs
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
     from matplotlib.figure import Figure
 
-    from .generation import GenerationBatch
-
-METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-BETA_SWEEP_LOG = "ppo_beta_sweep.jsonl"  # under outputs/results: one record per (beta, PPO update)
 SUMMARY_FILE = "README.md"
 
 
-# ============================================================================================ text metrics
-@functools.cache
-def load_metric(name: str) -> Any:
-    """``evaluate.load`` of a metric module shipped in ``rlhf_helpers/metrics/<name>`` (cached per process).
-
-    ``keep_in_memory=True``: nothing is written to the ``evaluate`` cache (no lock files shared between
-    processes). Works offline: the module and its helper files are local.
-    """
-    import evaluate
-
-    path = METRICS_DIR / name
-    if not (path / f"{name}.py").exists():
-        shipped = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").exists())
-        raise ValueError(f"No metric module {name!r} in {METRICS_DIR}; shipped: {', '.join(shipped)}")
-    return evaluate.load(str(path), keep_in_memory=True)
-
-
-def _check_pairs(predictions: list[str], references: list[str]) -> None:
-    if isinstance(predictions, str) or isinstance(references, str):
-        raise TypeError("predictions and references must be lists of strings, not single strings")
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    if not predictions:
-        raise ValueError("no predictions to score")
-
-
-def rouge_per_example(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
-    """ROUGE-1/2/L/Lsum F1 of each prediction against its reference (the shipped ``evaluate`` module,
-    ``use_aggregator=False``): ``{"rouge1": [float per example], ...}``."""
-    _check_pairs(predictions, references)
-    out = load_metric("rouge").compute(predictions=list(predictions), references=list(references),
-                                       use_aggregator=False)
-    return {key: [float(v) for v in out[key]] for key in ROUGE_TYPES}
-
-
-def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L/Lsum F1 of ``predictions`` against ``references`` (one reference each).
-
-    Computed by the shipped ``evaluate`` module (Google's ``rouge_score`` inside), per example
-    (``use_aggregator=False``), then averaged here. Why not the module's default aggregator: its value is the
-    median of 1000 bootstrap means drawn from NumPy's unseeded global RNG -- close to the mean, but neither
-    exactly the mean nor reproducible from run to run. The plain mean is both.
-    Returns ``{"rouge1", "rouge2", "rougeL", "rougeLsum"}`` -> float in [0, 1].
-    """
-    return {key: float(np.mean(values)) for key, values in rouge_per_example(predictions, references).items()}
-
-
-def bleu_score(predictions: list[str], references: list[str], smooth: bool = False) -> dict[str, Any]:
-    """Corpus BLEU (max order 4, mteval-13a tokens) through the shipped ``evaluate`` module.
-
-    Returns the module's dict: ``bleu`` (float in [0, 1]), ``precisions`` (1- to 4-gram), ``brevity_penalty``,
-    ``length_ratio``, ``translation_length``, ``reference_length``.
-    """
-    _check_pairs(predictions, references)
-    out = load_metric("bleu").compute(predictions=list(predictions), references=[[r] for r in references],
-                                      smooth=smooth)
-    return {k: [float(x) for x in v] if isinstance(v, list) else (int(v) if k.endswith("_length") else float(v))
-            for k, v in out.items()}
-
-
-# ============================================================================================== statistics
-def _words(text: str) -> list[str]:
-    return text.lower().split()
-
-
-def distinct_n(texts: Sequence[str], n: int) -> float:
-    """Distinct-n (Li et al., 2016): unique word n-grams / all word n-grams, pooled over ``texts``.
-
-    Words = lower-cased whitespace tokens. 1.0 = no n-gram repeats anywhere; low = the answers repeat
-    themselves or each other. 0.0 when the texts hold no n-gram at all (e.g. all empty).
-    """
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    grams = [tuple(w[i : i + n]) for w in map(_words, texts) for i in range(len(w) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def win_rate(scores: Sequence[float], baseline: Sequence[float], n_boot: int = 1000, seed: int = 0,
-             level: float = 0.95) -> dict[str, float]:
-    """Pairwise win rate of ``scores`` over ``baseline`` (same prompts, same order), with a bootstrap CI.
-
-    Per prompt: 1 if the policy's score is higher, 0.5 on a tie (equal scores), 0 if lower. The win rate is the
-    mean; the interval is the percentile bootstrap: prompts resampled with replacement ``n_boot`` times
-    (``numpy.random.default_rng(seed)``), the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
-    resampled means. Returns ``{"win_rate", "low", "high", "wins", "ties", "losses", "n"}``.
-    """
-    a, b = np.asarray(scores, dtype=float), np.asarray(baseline, dtype=float)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"scores and baseline must be 1-D and of the same length, got {a.shape} and {b.shape}")
-    if len(a) == 0:
-        raise ValueError("win_rate needs at least one prompt")
-    if np.isnan(a).any() or np.isnan(b).any():
-        raise ValueError("win_rate got NaN scores")
-    if not 0 < level < 1 or n_boot < 1:
-        raise ValueError(f"need 0 < level < 1 and n_boot >= 1, got level={level}, n_boot={n_boot}")
-    outcome = np.where(a > b, 1.0, np.where(a == b, 0.5, 0.0))
-    rng = np.random.default_rng(seed)
-    means = outcome[rng.integers(0, len(outcome), size=(n_boot, len(outcome)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return {"win_rate": float(outcome.mean()), "low": float(low), "high": float(high),
-            "wins": int((a > b).sum()), "ties": int((a == b).sum()), "losses": int((a < b).sum()), "n": len(a)}
-
-
-def _stats(values: np.ndarray | None) -> tuple[float, float, float]:
-    """(mean, median, std) -- population std (ddof=0); NaNs when there are no values."""
-    if values is None or len(values) == 0:
-        return (math.nan,) * 3
-    return float(np.mean(values)), float(np.median(values)), float(np.std(values))
 
 
 # ============================================================================================ reward sources
-class GoldJudge:
-    """The course's gold judge (:func:`rlhf_helpers.judge.gold_scores`) behind the reward-source interface."""
-
-    name = "gold judge"
-
-    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """Scores in [0, 1], float32 tensor ``[B]``."""
-        import torch
-
-        from .judge import gold_scores
-
-        return torch.tensor(gold_scores(list(prompts), list(responses)), dtype=torch.float32)
 
 
-class HubJudge:
-    """A reward model from the Hub as the judge, e.g. ``OpenAssistant/reward-model-deberta-v3-large-v2``.
-
-    Any ``AutoModelForSequenceClassification`` with one output that reads a (question, answer) pair: the
-    prompt and the response go in as a text pair (the OpenAssistant reward models' input), truncated to
-    ``max_length`` tokens; the score is the logit. Loaded on first use (needs the Hub, i.e. the colab profile).
-    """
-
-    def __init__(self, model_name: str, batch_size: int = 16, max_length: int = 512, device: str | None = None):
-        self.name = model_name
-        self.batch_size, self.max_length, self.device = batch_size, max_length, device
-        self._model = self._tokenizer = None
-
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._tokenizer = AutoTokenizer.from_pretrained(self.name)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.name).to(self.device).eval()
-
-    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        """The judge's logits, float32 tensor ``[B]`` on CPU."""
-        import torch
-
-        if self._model is None:
-            self._load()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(prompts), self.batch_size):
-                enc = self._tokenizer(list(prompts[i : i + self.batch_size]), list(responses[i : i + self.batch_size]),
-                                      truncation=True, max_length=self.max_length, padding=True,
-                                      return_tensors="pt").to(self.device)
-                out.append(self._model(**enc).logits[:, 0].float().cpu())
-        return torch.cat(out) if out else torch.zeros(0)
 
 
-def load_judge(profile: Profile) -> Any:
-    """The judge of ``profile.eval.judge``: ``"gold"`` -> :class:`GoldJudge`; a model name -> :class:`HubJudge`;
-    ``"auto"`` -> the gold judge on the course data, else ``profile.eval.hub_judge``."""
-    choice = profile.eval.judge
-    if choice == "auto":
-        choice = "gold" if profile.data.source == "course" else profile.eval.hub_judge
-    return GoldJudge() if choice == "gold" else HubJudge(choice, batch_size=profile.eval.batch_size)
 
 
 def load_reward(profile: Profile) -> Any | None:
@@ -246,26 +84,9 @@ def load_reward(profile: Profile) -> Any | None:
         return None
 
 
-def _score(source: Any, prompts: list[str], responses: list[str], batch_size: int) -> np.ndarray:
-    """``source.score`` in batches, as a float64 array ``[N]``."""
-    parts = [np.asarray(source.score(prompts[i : i + batch_size], responses[i : i + batch_size]).detach().cpu(),
-                        dtype=float).reshape(-1) for i in range(0, len(prompts), batch_size)]
-    scores = np.concatenate(parts) if parts else np.zeros(0)
-    if scores.shape != (len(prompts),):
-        raise ValueError(f"{getattr(source, 'name', source)!r} returned {scores.shape[0]} scores for "
-                         f"{len(prompts)} responses")
-    return scores
 
 
 # ================================================================================================ policies
-@dataclass
-class Policy:
-    """A loaded policy: ``key`` (registry name), ``label`` (row name in the tables), model and tokenizer."""
-
-    key: str
-    label: str
-    model: Any
-    tokenizer: Any
 
 
 @dataclass
@@ -279,23 +100,23 @@ class PolicySpec:
 
 
 def _missing(stage: str, path: Path, what: str = "artifacts") -> MissingStageError:
-    nb = STAGE_NOTEBOOK.get(stage, "the notebook of that stage")
+    nb = notebook(stage)
     return MissingStageError(f"No '{stage}' {what} at {path}. Run notebooks/{nb} first.")
 
 
 def _load_base(profile: Profile) -> tuple[Any, Any]:
-    from . import models
+    from .core import artifacts, loading
 
     if profile.model.name == "tiny":  # never build (= train) it here: that is notebook 01's job
         path = profile.paths.checkpoint("base")
-        if not (path / models.BASE_INFO).exists():
+        if not (path / artifacts.BASE_INFO).exists():
             raise _missing("base", path, "model")
         source: str | Path = path
     else:
         source = profile.model.name
-    tokenizer = models.load_tokenizer(source)
-    model = models.load_causal_lm(source, profile)
-    models._sync_special_tokens(model, tokenizer)
+    tokenizer = loading.load_tokenizer(source)
+    model = loading.load_causal_lm(source, profile)
+    loading.sync_special_tokens(model, tokenizer)
     return model.eval(), tokenizer
 
 
@@ -309,15 +130,16 @@ def _load_sft(stage: str) -> Callable[[Profile], tuple[Any, Any]]:
 
 
 def _load_ppo(profile: Profile) -> tuple[Any, Any]:
-    from . import models, ppo
+    from . import ppo
+    from .core import loading
 
     path = profile.paths.checkpoint("ppo")
     if not (path / ppo.INFO_FILE).exists():
         raise _missing("ppo", path, "checkpoint")
-    tokenizer = models.load_tokenizer(path)
-    with models._quiet_transformers():
+    tokenizer = loading.load_tokenizer(path)
+    with loading.quiet_transformers():
         model = ppo.load_ppo_policy(path)
-    models._sync_special_tokens(model, tokenizer)
+    loading.sync_special_tokens(model, tokenizer)
     return model.eval(), tokenizer
 
 
@@ -368,286 +190,31 @@ def load_policies(profile: Profile, keys: Sequence[str] | None = None) -> Loaded
     return LoadedPolicies(loaded, skipped)
 
 
-def generation_config(cfg: EvalConfig, base: GenerationConfig | None = None) -> GenerationConfig:
-    """The decoding of the evaluation: ``base`` (default GenerationConfig) with the EvalConfig's length,
-    greedy/sampling, temperature, batch size and seed."""
-    return dataclasses.replace(base or GenerationConfig(), max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                               temperature=cfg.temperature, batch_size=cfg.batch_size, seed=cfg.seed)
 
 
-@dataclass
-class Heldout:
-    prompts: list[str]
-    references: list[str]
-    topics: list[str]
 
 
-def heldout(profile: Profile) -> Heldout:
-    """The first ``profile.eval.num_prompts`` held-out prompts of notebook 01, with references (and topics)."""
-    from . import data
-
-    ds = data.load_prepared(profile).heldout
-    n = min(profile.eval.num_prompts, len(ds))
-    rows = ds.select(range(n))
-    topics = rows["topic"] if "topic" in rows.column_names else [""] * n
-    return Heldout(list(rows["prompt"]), list(rows["reference"]), list(topics))
 
 
 # ====================================================================================================== KL
-def _same_vocab(a: Any, b: Any) -> bool:
-    return a is b or (len(a) == len(b) and a.get_vocab() == b.get_vocab())
-
-
-def batch_kl(model: Any, ref_model: Any, batch: GenerationBatch, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt KL of ``model`` to ``ref_model`` on the responses in ``batch`` (same tokenizer).
-
-    Returns two float arrays ``[B]``: the k1 sum ``sum_t (log pi(y_t) - log pi_ref(y_t))`` and the exact-per-step
-    sum ``sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t))``, over response tokens (eos included, padding excluded).
-    """
-    import torch
-
-    from .ppo import lm_forward
-
-    k1_parts, full_parts = [], []
-    device = next(model.parameters()).device
-    T = batch.response_ids.shape[1]
-    vocab = model.get_output_embeddings().weight.shape[0]
-    step = max(1, min(batch_size, 2**26 // max(1, T * vocab)))  # bounds the [b, T, V] log-prob tensors (256 MB)
-    with torch.no_grad():
-        for i in range(0, len(batch), step):
-            ids, att = batch.input_ids[i : i + step], batch.attention_mask[i : i + step]
-            resp = batch.response_ids[i : i + step].to(device)
-            mask = batch.response_mask[i : i + step].to(device).float()
-            logp = []
-            for m in (model, ref_model):
-                m_device = next(m.parameters()).device
-                logits, _ = lm_forward(m, ids.to(m_device), att.to(m_device), T)
-                logp.append(torch.log_softmax(logits.float(), dim=-1).to(device))
-            lp, lr = logp
-            k1 = (lp.gather(-1, resp.unsqueeze(-1)) - lr.gather(-1, resp.unsqueeze(-1))).squeeze(-1) * mask
-            full = (lp.exp() * (lp - lr)).sum(-1) * mask
-            k1_parts.append(k1.sum(1).cpu())
-            full_parts.append(full.sum(1).cpu())
-    return torch.cat(k1_parts).double().numpy(), torch.cat(full_parts).double().numpy()
-
-
-def response_kl(policy: Any, ref_policy: Any, tokenizer: Any, prompts: list[str], cfg: GenerationConfig,
-                progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Generate the policy's responses to ``prompts`` (``cfg``), then :func:`batch_kl` against ``ref_policy``."""
-    from .generation import generate_ids
-
-    batch = generate_ids(policy, tokenizer, list(prompts), cfg, desc="answers", progress=progress)
-    return batch_kl(policy, ref_policy, batch, cfg.batch_size)
 
 
 # =============================================================================================== evaluate
-@dataclass
-class PolicyRun:
-    """One policy's answers and per-prompt measurements (arrays ``[N]``, one entry per held-out prompt).
-
-    ``reward`` is None without a reward model; ``kl``/``kl_full`` are None without a comparable reference.
-    """
-
-    key: str
-    label: str
-    responses: list[str]
-    judge: np.ndarray
-    reward: np.ndarray | None
-    kl: np.ndarray | None
-    kl_full: np.ndarray | None
-    tokens: np.ndarray  # response tokens, eos excluded
-    cut: np.ndarray  # bool: no eos within max_new_tokens
-    rouge: dict[str, np.ndarray]  # per-example F1 of each ROUGE type
-    bleu: float  # corpus BLEU
-    seconds: float
-
-    @property
-    def words(self) -> np.ndarray:
-        return np.array([len(r.split()) for r in self.responses])
 
 
-@dataclass
-class Evaluation:
-    """Everything :func:`evaluate_policies` measured: per-policy runs, the results frame and notes."""
-
-    prompts: list[str]
-    references: list[str]
-    topics: list[str]
-    runs: dict[str, PolicyRun]
-    results: pd.DataFrame  # one row per policy (index = label); columns in RESULT_COLUMNS
-    notes: list[str] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def per_prompt(self) -> pd.DataFrame:
-        """Long table: one row per (policy, prompt) with the answer and its scores."""
-        import pandas as pd
-
-        rows = []
-        for run in self.runs.values():
-            for i, (prompt, answer) in enumerate(zip(self.prompts, run.responses, strict=True)):
-                rows.append({"policy": run.label, "prompt_id": i, "topic": self.topics[i], "prompt": prompt,
-                             "answer": answer, "judge": run.judge[i],
-                             "reward": run.reward[i] if run.reward is not None else math.nan,
-                             "kl": run.kl[i] if run.kl is not None else math.nan,
-                             "rougeL": run.rouge["rougeL"][i],
-                             "tokens": int(run.tokens[i]), "cut": bool(run.cut[i])})
-        return pd.DataFrame(rows)
-
-    def qualitative(self, n: int = 6) -> pd.DataFrame:
-        """The first ``n`` prompts answered by every policy, side by side (one column per policy)."""
-        import pandas as pd
-
-        table = {"prompt": self.prompts[:n], "reference": self.references[:n]}
-        table.update({run.label: run.responses[:n] for run in self.runs.values()})
-        return pd.DataFrame(table)
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        """The display tables (see :func:`summary_tables`)."""
-        return summary_tables(self.results, self.meta.get("reference_label", "SFT"))
-
-    def fingerprint(self) -> str:
-        """A short hash of the results table: equal for runs that reproduce the same numbers."""
-        return hashlib.sha256(self.results.to_csv().encode()).hexdigest()[:12]
 
 
-RESULT_COLUMNS = (
-    "policy", "n", "reward_mean", "reward_median", "reward_std", "judge_mean", "judge_median", "judge_std",
-    "win_rate", "win_low", "win_high", "wins", "ties", "losses", "kl", "kl_full",
-    *ROUGE_TYPES, "bleu", "words_mean", "words_median", "tokens_mean", "cut_rate", "distinct_1", "distinct_2",
-)  # no timings: the same checkpoints and seed must give byte-identical tables (timings are in Evaluation.meta)
 
 
-def _run_policy(policy: Policy, prompts: list[str], references: list[str], gen_cfg: GenerationConfig,
-                reward_source: Any | None, judge: Any, ref: Policy | None, progress: bool) -> PolicyRun:
-    from .generation import generate_ids
-
-    t0 = time.perf_counter()
-    batch = generate_ids(policy.model, policy.tokenizer, prompts, gen_cfg, desc=f"answers of {policy.label}",
-                         progress=progress)
-    responses = batch.responses
-    kl = kl_full = None
-    if ref is not None and _same_vocab(policy.tokenizer, ref.tokenizer):
-        kl, kl_full = batch_kl(policy.model, ref.model, batch, gen_cfg.batch_size)
-    bs = gen_cfg.batch_size
-    return PolicyRun(
-        key=policy.key, label=policy.label, responses=responses,
-        judge=_score(judge, prompts, responses, bs),
-        reward=None if reward_source is None else _score(reward_source, prompts, responses, bs),
-        kl=kl, kl_full=kl_full,
-        tokens=(batch.response_mask.sum(1) - batch.eos_found.long()).numpy(),
-        cut=(~batch.eos_found).numpy(),
-        rouge={k: np.array(v) for k, v in rouge_per_example(responses, references).items()},
-        bleu=bleu_score(responses, references)["bleu"],
-        seconds=time.perf_counter() - t0,
-    )
 
 
-def _row(run: PolicyRun, baseline: PolicyRun | None, cfg: EvalConfig) -> dict[str, Any]:
-    row: dict[str, Any] = {"policy": run.key, "n": len(run.responses)}
-    for name, values in (("reward", run.reward), ("judge", run.judge)):
-        row[f"{name}_mean"], row[f"{name}_median"], row[f"{name}_std"] = _stats(values)
-    if baseline is not None:
-        w = win_rate(run.judge, baseline.judge, cfg.bootstrap_samples, cfg.seed, cfg.ci_level)
-        row.update(win_rate=w["win_rate"], win_low=w["low"], win_high=w["high"], wins=w["wins"], ties=w["ties"],
-                   losses=w["losses"])
-    else:
-        row.update({k: math.nan for k in ("win_rate", "win_low", "win_high", "wins", "ties", "losses")})
-    row["kl"] = float(np.mean(run.kl)) if run.kl is not None else math.nan
-    row["kl_full"] = float(np.mean(run.kl_full)) if run.kl_full is not None else math.nan
-    row.update({k: float(np.mean(v)) for k, v in run.rouge.items()})
-    row["bleu"] = run.bleu
-    words = run.words
-    row.update(words_mean=float(words.mean()), words_median=float(np.median(words)),
-               tokens_mean=float(run.tokens.mean()), cut_rate=float(run.cut.mean()),
-               distinct_1=distinct_n(run.responses, 1), distinct_2=distinct_n(run.responses, 2))
-    return row
 
 
-def evaluate_policies(policies: Mapping[str, Policy], prompts: Sequence[str], references: Sequence[str],
-                      reward_source: Any | None, judge: Any, cfg: EvalConfig | None = None,
-                      topics: Sequence[str] | None = None, skipped: Mapping[str, str] | None = None,
-                      gen_base: GenerationConfig | None = None, progress: bool = True) -> Evaluation:
-    """Answer ``prompts`` with every policy (greedy unless ``cfg.do_sample``; seeded) and measure everything.
-
-    ``cfg.reference_policy`` (default ``sft_full``) is the win-rate baseline and the KL reference; when it is not
-    among ``policies`` those columns are NaN, with a note. ``reward_source=None`` -> NaN reward columns (noted).
-    ``skipped`` (from :func:`load_policies`) is copied into the notes.
-    """
-    import pandas as pd
-
-    cfg = cfg or EvalConfig()
-    prompts, references = list(prompts), list(references)
-    if len(prompts) != len(references) or not prompts:
-        raise ValueError(f"need as many references as prompts (and at least one): {len(prompts)} vs {len(references)}")
-    if not policies:
-        raise ValueError("no policy to evaluate: run the training notebooks first (see the skipped-stage notes)")
-    gen_cfg = generation_config(cfg, gen_base)
-    notes = [f"{POLICIES[k].label if k in POLICIES else k}: skipped -- {why}" for k, why in (skipped or {}).items()]
-    ref_key = cfg.reference_policy
-    ref = policies.get(ref_key)
-    ref_label = ref.label if ref is not None else (POLICIES[ref_key].label if ref_key in POLICIES else ref_key)
-    if ref is None:
-        notes.append(f"Reference policy '{ref_key}' not evaluated: no win rates and no KL "
-                     f"(run notebooks/{STAGE_NOTEBOOK.get(ref_key, '...')}).")
-    if reward_source is None:
-        notes.append(f"No learned reward model: reward columns empty (run notebooks/{STAGE_NOTEBOOK['reward']}).")
-    runs: dict[str, PolicyRun] = {}
-    # the reference first: the others' win rates compare with its judge scores
-    for key in sorted(policies, key=lambda k: k != ref_key):
-        p = policies[key]
-        runs[key] = _run_policy(p, prompts, references, gen_cfg, reward_source, judge, ref, progress)
-        if ref is not None and not _same_vocab(p.tokenizer, ref.tokenizer):
-            notes.append(f"{p.label}: no KL to {ref_label} -- different tokenizers, the log-probs do not compare.")
-    runs = {k: runs[k] for k in policies}  # back to the registry order
-    baseline = runs.get(ref_key)
-    frame = pd.DataFrame([_row(run, baseline, cfg) for run in runs.values()],
-                         index=pd.Index([r.label for r in runs.values()], name="model"), columns=list(RESULT_COLUMNS))
-    meta = {"prompts": len(prompts), "decoding": "sampled" if cfg.do_sample else "greedy",
-            "max_new_tokens": cfg.max_new_tokens, "seed": cfg.seed, "judge": getattr(judge, "name", str(judge)),
-            "reward": getattr(reward_source, "name", None) if reward_source is not None else None,
-            "reference": ref_key, "reference_label": ref_label, "bootstrap_samples": cfg.bootstrap_samples,
-            "ci_level": cfg.ci_level, "seconds": {r.label: round(r.seconds, 1) for r in runs.values()}}
-    return Evaluation(prompts, references, list(topics) if topics is not None else [""] * len(prompts),
-                      runs, frame, notes, meta)
 
 
-def run(profile: Profile, progress: bool = True) -> tuple[Evaluation, LoadedPolicies, Any, Any]:
-    """Everything notebook 06 does in one call: load the held-out prompts, the policies, the learned reward and
-    the judge; evaluate; write the tables and plots. Returns (evaluation, policies, reward source, judge)."""
-    data = heldout(profile)
-    loaded = load_policies(profile)
-    reward_source, judge = load_reward(profile), load_judge(profile)
-    ev = evaluate_policies(loaded.policies, data.prompts, data.references, reward_source, judge, profile.eval,
-                           data.topics, loaded.skipped, profile.generation, progress)
-    plots = make_plots(ev, profile.paths)
-    write_summary(ev, profile.paths, plots=plots)
-    return ev, loaded, reward_source, judge
 
 
 # ============================================================================================ tables
-def summary_tables(frame: pd.DataFrame, reference_label: str = "SFT (full)",
-                   judge_label: str = "gold") -> dict[str, pd.DataFrame]:
-    """The headline tables from a results frame (index = model, columns as :data:`RESULT_COLUMNS`):
-
-    * ``rewards`` -- learned reward and judge (mean/median/std), win rate vs the reference with its CI, KL;
-    * ``rouge`` -- ROUGE-1/2/L/Lsum and BLEU against the references;
-    * ``length_diversity`` -- response lengths, share cut at max_new_tokens, distinct-1/2.
-    """
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"results frame lacks columns {missing}")
-    ref = reference_label
-    rewards = frame[["reward_mean", "reward_median", "reward_std", "judge_mean", "judge_median", "judge_std",
-                     "win_rate", "win_low", "win_high", "kl", "kl_full"]].copy()
-    rewards.columns = ["reward mean", "reward median", "reward std", f"{judge_label} mean", f"{judge_label} median",
-                       f"{judge_label} std", f"win rate vs {ref}", "CI low", "CI high", f"KL to {ref} (k1)",
-                       f"KL to {ref} (exact/token)"]
-    rouge = frame[[*ROUGE_TYPES, "bleu"]].copy()
-    rouge.columns = ["ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "BLEU"]
-    lengths = frame[["words_mean", "words_median", "tokens_mean", "cut_rate", "distinct_1", "distinct_2"]].copy()
-    lengths.columns = ["words (mean)", "words (median)", "tokens (mean)", "cut at max tokens", "distinct-1",
-                       "distinct-2"]
-    return {"rewards": rewards, "rouge": rouge, "length_diversity": lengths}
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -738,42 +305,6 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
 
 
 # ============================================================================================ training logs
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-
-
-def save_beta_sweep(results: Mapping[float, Any], paths: Paths) -> Path:
-    """Save a PPO beta sweep's logs (``{beta: PPOResult or list of log records}``, e.g. from
-    :func:`rlhf_helpers.ppo.beta_sweep`) as ``results/ppo_beta_sweep.jsonl`` -- one record per (beta, update),
-    with a ``beta`` field -- where :func:`load_ppo_logs` (notebook 06's proxy-vs-gold plot) finds it."""
-    records = []
-    for beta, res in results.items():
-        history = res if isinstance(res, list | tuple) else res.history
-        records += [{"beta": float(beta), **r} for r in history]
-    out = paths.result(BETA_SWEEP_LOG)
-    write_jsonl(records, out)
-    return out
-
-
-def load_ppo_logs(paths: Paths) -> dict[str, list[dict[str, Any]]]:
-    """PPO logs for the proxy-vs-gold plot: ``{label: records}`` -- the main run (``checkpoints/ppo/log.jsonl``)
-    and each beta of a saved sweep (``results/ppo_beta_sweep.jsonl``); empty when neither exists."""
-    runs: dict[str, list[dict[str, Any]]] = {}
-    main = paths.checkpoint("ppo") / "log.jsonl"
-    if main.exists():
-        info = paths.checkpoint("ppo") / "ppo_info.json"
-        cfg = _read_json(info).get("config", {}) if info.exists() else {}
-        beta = cfg.get("init_kl_coef")
-        label = "PPO run" + (f" (beta={beta:g}{', adaptive' if cfg.get('adaptive_kl') else ''})" if beta else "")
-        runs[label] = read_records(main)
-    sweep = paths.results / BETA_SWEEP_LOG
-    if sweep.exists():
-        for r in read_records(sweep):
-            runs.setdefault(f"sweep beta={r['beta']:g}", []).append(r)
-    return runs
 
 
 TRAINING_KEYS = {  # what each stage's training-curve panel shows (keys absent from a log are skipped)
@@ -800,7 +331,7 @@ def load_training_logs(paths: Paths) -> tuple[dict[str, list[dict[str, Any]]], l
         if stage == "base":
             f = d / "base_info.json"
             if f.exists():
-                logs[stage] = [{"step": i + 1, "loss": v} for i, v in enumerate(_read_json(f).get("losses", []))]
+                logs[stage] = [{"step": i + 1, "loss": v} for i, v in enumerate(read_json(f).get("losses", []))]
         elif stage == "ppo":
             f = d / "log.jsonl"
             if f.exists():
@@ -808,9 +339,9 @@ def load_training_logs(paths: Paths) -> tuple[dict[str, list[dict[str, Any]]], l
         else:
             f = d / "log_history.json"
             if f.exists():
-                logs[stage] = list(_read_json(f))
+                logs[stage] = list(read_json(f))
         if stage not in logs:
-            notes.append(f"No training log for '{stage}' ({f}): run notebooks/{STAGE_NOTEBOOK[stage]}.")
+            notes.append(f"No training log for '{stage}' ({f}): run notebooks/{notebook(stage)}.")
     return logs, notes
 
 
@@ -828,7 +359,7 @@ def make_plots(ev: Evaluation, paths: Paths) -> dict[str, Path]:
     """
     import matplotlib.pyplot as plt
 
-    from . import plots as P
+    from .core import plots as P
 
     frame = ev.results
     ref = ev.meta.get("reference_label", "SFT (full)")
@@ -847,7 +378,7 @@ def make_plots(ev: Evaluation, paths: Paths) -> dict[str, Path]:
             _note(ev, "The PPO logs hold no gold-judge score (objective/gold): proxy over KL only.")
     else:
         _note(ev, f"No PPO logs (checkpoints/ppo/log.jsonl, results/{BETA_SWEEP_LOG}): proxy-vs-gold plot "
-                        f"skipped; run notebooks/{STAGE_NOTEBOOK['ppo']}.")
+                        f"skipped; run notebooks/{notebook('ppo')}.")
     logs, log_notes = load_training_logs(paths)
     for n in log_notes:
         _note(ev, n)
@@ -882,7 +413,7 @@ def answer_table(prompt: str, policies: Mapping[str, Any], tokenizer: Any = None
     """Every policy's answer to one ``prompt`` with its learned reward and judge score (one row per model)."""
     import pandas as pd
 
-    from .generation import generate
+    from .core.generation import generate
 
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("the prompt is empty")

@@ -38,7 +38,10 @@ first ``MAX_CHARS`` characters are read) and is deterministic.
 
 Public API: :func:`gold_score`, :func:`gold_scores`, :func:`gold_breakdown`, :func:`infer_topic`,
 :func:`topic_counts`, :func:`marker_counts`, plus the constants the data generator shares
-(:data:`TOPICS`, :data:`TOPIC_LEXICONS`, the ``*_PATTERNS`` marker lists).
+(:data:`TOPICS`, :data:`TOPIC_LEXICONS`, the ``*_PATTERNS`` marker lists). As reward sources (``score(prompts,
+responses) -> tensor [B]``, what PPO's metrics, the reward model's analysis and the evaluation call):
+:class:`GoldJudge` (this rubric), :class:`HubJudge` (a reward model from the Hub, on other data) and
+:func:`load_judge` (the profile's choice between them).
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ import functools
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .core.config import Profile
+from .core.loading import precision
+
+if TYPE_CHECKING:
+    import torch
 
 # --------------------------------------------------------------------------------------------
 # Topic lexicons. Base forms; plurals and possessives ("eggs", "dog's") are matched automatically.
@@ -364,3 +374,61 @@ def gold_scores(prompts: Sequence[str], responses: Sequence[str]) -> list[float]
     if len(prompts) != len(responses):
         raise ValueError(f"gold_scores got {len(prompts)} prompts but {len(responses)} responses")
     return [gold_score(p, r) for p, r in zip(prompts, responses, strict=True)]
+
+
+# ------------------------------------------------------------------------------------ as reward sources
+class GoldJudge:
+    """The course's gold judge (:func:`rlhf_helpers.judge.gold_scores`) behind the reward-source interface."""
+
+    name = "gold judge"
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """Scores in [0, 1], float32 tensor ``[B]``."""
+        import torch
+
+        return torch.tensor(gold_scores(list(prompts), list(responses)), dtype=torch.float32)
+
+
+class HubJudge:
+    """A reward model from the Hub as the judge, e.g. ``OpenAssistant/reward-model-deberta-v3-large-v2``.
+
+    Any ``AutoModelForSequenceClassification`` with one output that reads a (question, answer) pair: the
+    prompt and the response go in as a text pair (the OpenAssistant reward models' input), truncated to
+    ``max_length`` tokens; the score is the logit. Loaded on first use (needs the Hub, i.e. the colab profile).
+    """
+
+    def __init__(self, model_name: str, batch_size: int = 16, max_length: int = 512, device: str | None = None):
+        self.name = model_name
+        self.batch_size, self.max_length, self.device = batch_size, max_length, device
+        self._model = self._tokenizer = None
+
+    def _load(self) -> None:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = self.device or precision().device
+        self._tokenizer = AutoTokenizer.from_pretrained(self.name)
+        self._model = AutoModelForSequenceClassification.from_pretrained(self.name).to(self.device).eval()
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """The judge's logits, float32 tensor ``[B]`` on CPU."""
+        import torch
+
+        if self._model is None:
+            self._load()
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(prompts), self.batch_size):
+                enc = self._tokenizer(list(prompts[i : i + self.batch_size]), list(responses[i : i + self.batch_size]),
+                                      truncation=True, max_length=self.max_length, padding=True,
+                                      return_tensors="pt").to(self.device)
+                out.append(self._model(**enc).logits[:, 0].float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+def load_judge(profile: Profile) -> Any:
+    """The judge of ``profile.eval.judge``: ``"gold"`` -> :class:`GoldJudge`; a model name -> :class:`HubJudge`;
+    ``"auto"`` -> the gold judge on the course data, else ``profile.eval.hub_judge``."""
+    choice = profile.eval.judge
+    if choice == "auto":
+        choice = "gold" if profile.data.source == "course" else profile.eval.hub_judge
+    return GoldJudge() if choice == "gold" else HubJudge(choice, batch_size=profile.eval.batch_size)

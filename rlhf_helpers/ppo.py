@@ -64,15 +64,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import GenerationConfig, PPOConfig
-from .data import atomic_dir, old_dir, read_records, write_jsonl
+from .core.artifacts import atomic_dir, old_dir, read_records, write_jsonl
+from .core.config import GenerationConfig, PPOConfig
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
     import pandas as pd
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from .config import Profile
+    from .core.config import Profile
 
 ExtraMetric = Callable[[list[str], list[str]], Sequence[float]]
 STATE_FILE = "trainer_state.pt"  # optimizer, KL controller, RNG states, step
@@ -609,7 +609,7 @@ class PPOTrainerLite:
         if not callable(getattr(reward_source, "score", None)):
             raise TypeError(f"reward_source must have .score(prompts, responses); got {type(reward_source).__name__}")
         if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
-            raise ValueError("The tokenizer needs eos and pad tokens (rlhf_helpers.models.apply_template).")
+            raise ValueError("The tokenizer needs eos and pad tokens (rlhf_helpers.chat.apply_template).")
         self.cfg, self.tokenizer, self.reward_source, self.prompts = cfg, tokenizer, reward_source, prompts
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.extra_metrics = dict(extra_metrics or {})
@@ -697,7 +697,7 @@ class PPOTrainerLite:
     def make_rollout(self, prompts: list[str], step: int | None = None) -> Rollout:
         """Generate, score and compute rewards/advantages for ``prompts``. Changes no weights, except that
         the first rollout (step 1) sets the value head's bias when ``cfg.value_bias_init``."""
-        from .generation import generate_ids
+        from .core.generation import generate_ids
 
         cfg, acc = self.cfg, self.accelerator
         step = self.step + 1 if step is None else step
@@ -948,7 +948,7 @@ def has_checkpoint(path: str | Path) -> bool:
 
 
 def _complete_checkpoint(path: Path) -> Path | None:
-    """``path``, else the previous copy a save interrupted between its two renames left (``data.old_dir``),
+    """``path``, else the previous copy a save interrupted between its two renames left (``artifacts.old_dir``),
     whichever holds ``INFO_FILE`` (written last); None when neither does."""
     return next((p for p in (path, old_dir(path)) if (p / INFO_FILE).exists()), None)
 
@@ -990,7 +990,7 @@ def save_checkpoint(trainer: PPOTrainerLite, out_dir: str | Path) -> Path:
     if acc.is_main_process:
         if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / INFO_FILE).exists():
             raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
-        from .models import _quiet_transformers
+        from .core.loading import quiet_transformers as _quiet_transformers
 
         def write(tmp: Path) -> None:
             policy = trainer.policy
@@ -1269,16 +1269,17 @@ class PPOStages:
 def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PPOStages:
     """Policy = the ``sft_full`` checkpoint (float32: accelerate handles mixed precision), reference = a
     frozen copy of it, reward = ``reward.load_reward_source(profile)`` unless given, prompts = the unique
-    preference-train prompts of ``data.load_prepared(profile)``; out_dir = ``checkpoints/ppo``."""
-    from . import data, models
+    preference-train prompts of ``data_prep.load_prepared(profile)``; out_dir = ``checkpoints/ppo``."""
+    from . import data_prep
+    from .core import loading
 
     sft_dir = profile.paths.require("sft_full")
-    tokenizer = models.load_tokenizer(sft_dir)
-    policy = models.load_causal_lm(sft_dir, "float32")
+    tokenizer = loading.load_tokenizer(sft_dir)
+    policy = loading.load_causal_lm(sft_dir, "float32")
     if reward_source is None:
         from . import reward
 
         reward_source = reward.load_reward_source(profile)
-    prompts = list(dict.fromkeys(data.load_prepared(profile).preferences["train"]["prompt"]))
+    prompts = list(dict.fromkeys(data_prep.load_prepared(profile).preferences["train"]["prompt"]))
     return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, prompts, profile.ppo,
                      profile.paths.checkpoint("ppo"))

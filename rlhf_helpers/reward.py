@@ -9,7 +9,7 @@ How TRL's trainer sees the text, and how we match it:
 
 * it joins ``prompt + chosen`` as *strings*, appends EOS when missing, and tokenizes with ``tokenizer(text)``. We
   hand it ``prompt = format_prompt(...)`` and ``chosen = " " + answer + eos``, so it tokenizes exactly
-  :func:`rlhf_helpers.models.format_example` -- the text :class:`RewardModelSource` scores;
+  :func:`rlhf_helpers.chat.format_example` -- the text :class:`RewardModelSource` scores;
 * it **drops** pairs longer than ``max_length`` tokens (it never truncates): :func:`train_reward_model` reports how
   many (``RewardRun.dropped``);
 * its collator pads on the **right**; the head reads the hidden state of the *last non-pad token* (GPT-2 style
@@ -61,8 +61,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from . import data, judge, models
-from .config import STAGE_NOTEBOOK, Profile, QLoRAConfig, RewardConfig
+from . import judge
+from .core import artifacts, chat, loading
+from .core.artifacts import STAGES
+from .core.config import Profile, QLoRAConfig, RewardConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,7 +75,7 @@ if TYPE_CHECKING:
 
 INFO_FILE = "reward_info.json"  # normalisation stats, settings, results; written last (marks a complete checkpoint)
 LOG_HISTORY = "log_history.json"  # the trainer's log history
-PAD_TOKEN = models.PAD_TOKEN
+PAD_TOKEN = chat.PAD_TOKEN
 
 
 # ============================================================================================ interface
@@ -106,7 +108,7 @@ def backbone_source(profile: Profile, base: str | None = None) -> str | Path:
     stage's checkpoint (``MissingStageError`` names the notebook to run first); anything else is a local path or
     a Hub model name (e.g. ``"distilroberta-base"``: a separate encoder)."""
     base = base or profile.reward.base
-    if base in STAGE_NOTEBOOK:
+    if base in STAGES:
         path = profile.paths.require(base)
         merged = path / "merged"  # a QLoRA stage keeps its full model there
         return merged if merged.is_dir() else path
@@ -121,7 +123,7 @@ def load_reward_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     if tokenizer.eos_token is None:  # BERT-style encoders: their end-of-text token is [SEP]
         tokenizer.eos_token = tokenizer.sep_token or tokenizer.cls_token
-    models.apply_template(tokenizer)  # sets pad = eos when there is no pad
+    chat.apply_template(tokenizer)  # sets pad = eos when there is no pad
     if tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     return tokenizer
@@ -146,13 +148,13 @@ def load_backbone(
     local = Path(str(source)).exists()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(profile.reward.seed if seed is None else seed)
-        with suppress_seqcls_warning(), models._quiet_transformers() if local else contextlib.nullcontext():
+        with suppress_seqcls_warning(), loading.quiet_transformers() if local else contextlib.nullcontext():
             model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1,
                                                                        dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the added <|pad|> token
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not padding
-    model.to(device or models._default_device())
+    model.to(device or loading.precision().device)
     return model.eval(), tokenizer
 
 
@@ -174,7 +176,7 @@ class RewardModelSource:
     """The learned reward model as a reward source.
 
     ``score(prompts, responses)`` -> ``Tensor[B]`` float32 on CPU: the model's scalar for
-    ``models.format_example(tokenizer, prompt, response)`` (chat format + EOS -- exactly what the RewardTrainer
+    ``chat.format_example(tokenizer, prompt, response)`` (chat format + EOS -- exactly what the RewardTrainer
     saw), computed in batches of ``batch_size`` without gradients, padded on the right (as TRL's collator), texts
     sorted by length inside a call to waste little padding. With ``normalization`` set (and ``normalize`` True)
     the scores are ``(raw - mean) / std`` (see :func:`fit_normalization`). Texts over ``max_length`` tokens
@@ -208,7 +210,7 @@ class RewardModelSource:
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         """What the model reads: the chat format with EOS."""
-        return [models.format_example(self.tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
+        return [chat.format_example(self.tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids as TRL's trainer makes them (``tokenizer(text)``), left-truncated to ``max_length``."""
@@ -291,13 +293,13 @@ def trainer_dataset(pairs: Dataset, tokenizer: PreTrainedTokenizerBase, margin_c
     eos = tokenizer.eos_token
 
     def convert(r: Mapping[str, Any]) -> dict[str, Any]:
-        out = {"prompt": models.format_prompt(tokenizer, r["prompt"]),
+        out = {"prompt": chat.format_prompt(tokenizer, r["prompt"]),
                "chosen": " " + r["chosen"] + eos, "rejected": " " + r["rejected"] + eos}
         if margin_column:
             out["margin"] = float(r[margin_column])
         return out
 
-    with models.quiet_datasets():
+    with loading.quiet_datasets():
         return pairs.map(convert, remove_columns=pairs.column_names)
 
 
@@ -312,7 +314,7 @@ def add_gold_margins(pairs: Dataset, scale: float = 1.0) -> Dataset:
         return {"margin": scale * abs(judge.gold_score(r["prompt"], r["chosen"])
                                       - judge.gold_score(r["prompt"], r["rejected"]))}
 
-    with models.quiet_datasets():
+    with loading.quiet_datasets():
         return pairs.map(margin)
 
 
@@ -401,13 +403,13 @@ def build_trainer(
         seed=cfg.seed,
         data_seed=cfg.seed,
         disable_tqdm=not progress,
-        **models.precision_flags(),
+        **loading.precision().trainer_flags(),
     )
     peft_config = None
     if cfg.use_lora:
         qcfg = QLoRAConfig(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0)
-        peft_config = models.lora_config(qcfg, model, task_type="SEQ_CLS")
-    with models.quiet_datasets():
+        peft_config = loading.lora_config(qcfg, model, task_type="SEQ_CLS")
+    with loading.quiet_datasets():
         return RewardTrainer(
             model=model,
             args=args,
@@ -439,7 +441,7 @@ def train_reward_model(
         if eval_pairs is not None:
             pairs["eval"] = len(eval_pairs)
             dropped["eval"] = len(eval_pairs) - len(trainer.eval_dataset)
-        trainable, total = models.count_parameters(trainer.model)
+        trainable, total = loading.parameter_counts(trainer.model)
         history: list[dict[str, float]] = []
         if eval_pairs is not None:
             history.append({"step": 0, **trainer.evaluate()})
@@ -489,7 +491,7 @@ def train_regression_model(
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    ids = tokenizer([models.format_example(tokenizer, r["prompt"], r["response"]) for r in records])["input_ids"]
+    ids = tokenizer([chat.format_example(tokenizer, r["prompt"], r["response"]) for r in records])["input_ids"]
     rows = [{"input_ids": x, "labels": float(r["score"])} for x, r in zip(ids, records, strict=True)
             if len(x) <= cfg.max_length]
     model.config.problem_type = "regression"
@@ -498,7 +500,7 @@ def train_regression_model(
             output_dir=tmp, max_steps=cfg.regression_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
             learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio,
             logging_steps=cfg.logging_steps, save_strategy="no", report_to="none", seed=cfg.seed, data_seed=cfg.seed,
-            dataloader_num_workers=0, disable_tqdm=not progress, **models.precision_flags())
+            dataloader_num_workers=0, disable_tqdm=not progress, **loading.precision().trainer_flags())
         collator = DataCollatorWithPadding(tokenizer, padding=True)
         side, tokenizer.padding_side = tokenizer.padding_side, "right"  # as the scorer and RewardTrainer
         try:
@@ -508,7 +510,7 @@ def train_regression_model(
             seconds = time.perf_counter() - t0
         finally:
             tokenizer.padding_side = side
-    trainable, total = models.count_parameters(model)
+    trainable, total = loading.parameter_counts(model)
     model.eval()
     return RewardRun(model, tokenizer, list(trainer.state.log_history), seconds, {"train": len(records)},
                      {"train": len(records) - len(rows)}, trainable, total)
@@ -592,14 +594,14 @@ def save_reward_model(
     (normalisation stats + ``info``; written last) to a temporary directory next to ``directory``, then swap it
     into place: a half-written reward model never looks like a finished one."""
     def write(tmp: Path) -> None:
-        with models._quiet_transformers():
+        with loading.quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-        data.write_json(tmp / LOG_HISTORY, list(history))
-        data.write_json(tmp / INFO_FILE, {"normalization": asdict(normalization) if normalization else None,
+        artifacts.write_json(tmp / LOG_HISTORY, list(history))
+        artifacts.write_json(tmp / INFO_FILE, {"normalization": asdict(normalization) if normalization else None,
                                           **(info or {})})
 
-    return data.atomic_dir(directory, write)
+    return artifacts.atomic_dir(directory, write)
 
 
 def read_reward_info(directory: str | Path) -> dict[str, Any]:
@@ -618,9 +620,9 @@ def load_reward_model(directory: str | Path, normalize: bool = True, device: str
         raise FileNotFoundError(f"{directory}: no {INFO_FILE}; not a complete reward model (run notebook 04)")
     info = read_reward_info(directory)
     tokenizer = load_reward_tokenizer(directory)
-    with models._quiet_transformers():
+    with loading.quiet_transformers():
         model = AutoModelForSequenceClassification.from_pretrained(str(directory), dtype=torch.float32)
-    model.to(device or models._default_device()).eval()
+    model.to(device or loading.precision().device).eval()
     norm = Normalization(**info["normalization"]) if info.get("normalization") else None
     return RewardModelSource(model, tokenizer, norm, batch_size=batch_size, max_length=info.get("score_max_length"),
                              normalize=normalize)
@@ -811,7 +813,7 @@ class HubClassifierSource:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_name)
         self.model = AutoModelForSequenceClassification.from_pretrained(model_name, dtype=torch.float32)
-        self.model.to(device or models._default_device()).eval()
+        self.model.to(device or loading.precision().device).eval()
         labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
         if label.upper() not in labels:
             raise ValueError(f"{model_name} has no label {label!r}; its labels: {sorted(labels)}")

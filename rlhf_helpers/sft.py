@@ -3,11 +3,11 @@
 * :func:`train_full` -- every weight of the profile's base model trains (notebook 02).
 * :func:`train_qlora` -- the base is frozen and quantized to 4 bits (bitsandbytes nf4, double quantization);
   only LoRA adapters (PEFT) train (notebook 03). Where bitsandbytes cannot load 4-bit, plain LoRA on the
-  full-precision base, with a printed warning (:func:`rlhf_helpers.models.load_4bit` does the fallback).
+  full-precision base, with a printed warning (:func:`rlhf_helpers.loading.load_4bit` does the fallback).
 
 The loss is the next-token cross-entropy **on the response only**. The data go to TRL in its conversational
 form (``messages`` = user prompt + assistant response) with ``assistant_only_loss=True``: the course's chat
-template (:data:`rlhf_helpers.models.CHAT_TEMPLATE`) wraps ``" " + response + eos`` in ``{% generation %}``, so
+template (:data:`rlhf_helpers.chat.CHAT_TEMPLATE`) wraps ``" " + response + eos`` in ``{% generation %}``, so
 TRL's labels are ``-100`` on the ``"\\n\\nHuman: ...\\n\\nAssistant:"`` tokens and on padding, and the real token
 ids on the response and its eos (the model learns to stop). Why not TRL's ``completion_only_loss`` on
 prompt/completion pairs: it gives the same mask with this template, but the assistant mask comes from the very
@@ -22,7 +22,7 @@ the comparison table of notebook 03 are here too: :func:`heldout_answers`, :func
 
 Measurements (columns of the comparison table):
 
-* *trainable / total parameters* -- :func:`rlhf_helpers.models.count_parameters` (4-bit weights at their
+* *trainable / total parameters* -- :func:`rlhf_helpers.core.loading.parameter_counts` (4-bit weights at their
   logical size); *weights MB* -- ``get_memory_footprint()``: bytes of parameters + buffers as stored (4-bit
   packed weights and their quantization constants included).
 * *peak memory* -- :class:`PeakMemory`: on CUDA ``torch.cuda.max_memory_allocated`` during ``train()``
@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import data, models
-from .config import MissingStageError, Profile, QLoRAConfig, SFTConfig
+from .core import artifacts, base_model, chat, loading
+from .core.artifacts import MissingStageError
+from .core.config import Profile, QLoRAConfig, SFTConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from .data import PreparedData
+    from .data_prep import PreparedData
 
 STAGES = ("sft_full", "sft_qlora")
 LOG_HISTORY = "log_history.json"
@@ -79,7 +80,7 @@ def to_conversational(ds: Dataset) -> Dataset:
     missing = [c for c in ("prompt", "response") if c not in ds.column_names]
     if missing:
         raise ValueError(f"SFT data needs prompt/response columns; missing {missing} (have {ds.column_names})")
-    return ds.map(lambda r: {"messages": models.messages(r["prompt"], r["response"])},
+    return ds.map(lambda r: {"messages": chat.messages(r["prompt"], r["response"])},
                   remove_columns=ds.column_names)
 
 
@@ -98,9 +99,9 @@ def training_kwargs(cfg: SFTConfig | QLoRAConfig, output_dir: str | Path, progre
     Response-only loss (``assistant_only_loss``), periodic eval loss, no intermediate checkpoints
     (``save_strategy="no"``: the final model is saved by :func:`train_full` / :func:`train_qlora`), no
     reporting to wandb & co, no dataloader workers, gradient checkpointing as configured (TRL's default is on),
-    mixed precision and optimizer per the hardware (:func:`models.precision_flags`, :func:`optimizer_name`).
+    mixed precision and optimizer per the hardware (:func:`loading.precision().trainer_flags`, :func:`optimizer_name`).
     """
-    flags = models.precision_flags()
+    flags = loading.precision().trainer_flags()
     cuda = not flags["use_cpu"]
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -253,7 +254,7 @@ class SFTRun:
 def base_source(profile: Profile) -> str | Path:
     """Where the profile's base model comes from: the tiny base's directory (built if missing) or a Hub name."""
     if profile.model.name == "tiny":
-        return models.build_tiny_base(profile)
+        return base_model.build_tiny_base(profile)
     return profile.model.name
 
 
@@ -284,7 +285,7 @@ def build_trainer(model: Any, tokenizer: Any, cfg: SFTConfig | QLoRAConfig, trai
     from trl import SFTTrainer
 
     args = build_training_args(cfg, output_dir, progress)
-    with models.quiet_datasets():
+    with loading.quiet_datasets():
         trainer = SFTTrainer(model=model, args=args, train_dataset=to_conversational(train),
                              eval_dataset=to_conversational(eval), processing_class=tokenizer,
                              peft_config=peft_config, callbacks=list(callbacks))
@@ -315,7 +316,7 @@ def _train(
                                 peft_config, [timer], progress)
         args = trainer.args
         trainer_model = trainer.model
-        trainable, total = models.count_parameters(trainer_model)
+        trainable, total = loading.parameter_counts(trainer_model)
         initial = trainer.evaluate()  # the model before training: step 0 of the eval curve
         with PeakMemory() as memory:
             trainer.train()
@@ -343,18 +344,18 @@ def _train(
         }
         trainer_model.eval()
         shutil.rmtree(tmp / "_trainer", ignore_errors=True)
-        with models._quiet_transformers():
+        with loading.quiet_transformers():
             trainer_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         if extra is not None:
             info.update(extra(trainer_model, tmp))
-        data.write_json(tmp / LOG_HISTORY, history)
-        data.write_json(tmp / TRAIN_INFO, info)  # written last
+        artifacts.write_json(tmp / LOG_HISTORY, history)
+        artifacts.write_json(tmp / TRAIN_INFO, info)  # written last
 
     trainer_model: Any = None
     history: list[dict[str, float]] = []
     info: dict[str, Any] = {}
-    data.atomic_dir(target, write)
+    artifacts.atomic_dir(target, write)
     return SFTRun(stage, trainer_model, tokenizer, history, info, target)
 
 
@@ -364,13 +365,13 @@ def train_full(profile: Profile, prep: PreparedData | None = None, progress: boo
     The weights train in float32 (mixed precision on a GPU keeps a float32 master copy: fp16 weights could not
     be unscaled by the fp16 loss scaler).
     """
-    from .data import load_prepared
+    from .data_prep import load_prepared
 
     prep = prep if prep is not None else load_prepared(profile)
     source = base_source(profile)
-    tokenizer = models.load_tokenizer(source)
-    model = models.load_causal_lm(source, "float32")
-    models._sync_special_tokens(model, tokenizer)
+    tokenizer = loading.load_tokenizer(source)
+    model = loading.load_causal_lm(source, "float32")
+    loading.sync_special_tokens(model, tokenizer)
     return _train("sft_full", model, tokenizer, profile.sft, profile, prep, progress=progress)
 
 
@@ -382,14 +383,14 @@ def train_qlora(profile: Profile, prep: PreparedData | None = None, progress: bo
     Falls back to plain LoRA on the full-precision base where bitsandbytes cannot load 4-bit (printed warning;
     ``run.info["quantized"]`` is False then).
     """
-    from .data import load_prepared
+    from .data_prep import load_prepared
 
     cfg = profile.qlora
     prep = prep if prep is not None else load_prepared(profile)
     source = qlora_source(profile)
-    tokenizer = models.load_tokenizer(source)
-    model = models.load_4bit(source, cfg)
-    models._sync_special_tokens(model, tokenizer)
+    tokenizer = loading.load_tokenizer(source)
+    model = loading.load_4bit(source, cfg)
+    loading.sync_special_tokens(model, tokenizer)
     quantized = bool(getattr(model, "is_loaded_in_4bit", False))
     if quantized:
         from peft import prepare_model_for_kbit_training
@@ -400,14 +401,14 @@ def train_qlora(profile: Profile, prep: PreparedData | None = None, progress: bo
         print("QLoRA fell back to plain LoRA: the base stays in full precision (no 4-bit memory saving).")
 
     def merge(trained: Any, tmp: Path) -> dict[str, Any]:
-        merged = merge_adapters(tmp, source, cfg, method="dequantized", device=models._default_device())
-        with models._quiet_transformers():
+        merged = merge_adapters(tmp, source, cfg, method="dequantized", device=loading.precision().device)
+        with loading.quiet_transformers():
             merged.save_pretrained(tmp / MERGED)
             tokenizer.save_pretrained(tmp / MERGED)
         return {"quantized": quantized, "merge_method": "dequantized",
                 "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
 
-    return _train("sft_qlora", model, tokenizer, cfg, profile, prep, peft_config=models.lora_config(cfg, model),
+    return _train("sft_qlora", model, tokenizer, cfg, profile, prep, peft_config=loading.lora_config(cfg, model),
                   extra=merge, progress=progress)
 
 
@@ -423,11 +424,11 @@ def dequantized_base(source: str | Path, qlora_cfg: QLoRAConfig, dtype: Any = No
     from transformers.pytorch_utils import Conv1D
 
     dtype = dtype or torch.float32
-    full = models.load_causal_lm(source, dtype, device=device)
-    quantized = models.load_4bit(source, qlora_cfg, device=device) if qlora_cfg.load_in_4bit else None
+    full = loading.load_causal_lm(source, dtype, device=device)
+    quantized = loading.load_4bit(source, qlora_cfg, device=device) if qlora_cfg.load_in_4bit else None
     if quantized is None or not getattr(quantized, "is_loaded_in_4bit", False):
         return full
-    bnb = models._import_bitsandbytes()
+    bnb = loading.import_bitsandbytes()
     layers = dict(quantized.named_modules())
     with torch.no_grad():
         for name, module in full.named_modules():
@@ -462,14 +463,14 @@ def merge_adapters(adapter_dir: str | Path, source: str | Path, qlora_cfg: QLoRA
     if method == "dequantized":
         base = dequantized_base(source, qlora_cfg, dtype, device)
     elif method == "original":
-        base = models.load_causal_lm(source, dtype, device=device)
+        base = loading.load_causal_lm(source, dtype, device=device)
     else:
         raise ValueError(f"method must be 'dequantized' or 'original', got {method!r}")
     # Trained on Linear4bit layers (weight [out, in]); GPT-2's full-precision Conv1D stores [in, out]: say so.
     config = PeftConfig.from_pretrained(str(adapter_dir))
     config.fan_in_fan_out = any(isinstance(m, Conv1D) for m in base.modules())
     model = PeftModel.from_pretrained(base, str(adapter_dir), config=config).merge_and_unload()
-    models._set_causal_lm_loss(model)
+    loading.set_causal_lm_loss(model)
     return model.eval()
 
 
@@ -489,9 +490,9 @@ def load_sft(profile: Profile, stage: str = "sft_full") -> tuple[PreTrainedModel
     This is what the later stages start from (reward model, PPO, evaluation)."""
     path = _require_finished(profile, stage)
     path = path / MERGED if stage == "sft_qlora" else path
-    tokenizer = models.load_tokenizer(path)
-    model = models.load_causal_lm(path, profile)
-    models._sync_special_tokens(model, tokenizer)
+    tokenizer = loading.load_tokenizer(path)
+    model = loading.load_causal_lm(path, profile)
+    loading.sync_special_tokens(model, tokenizer)
     return model.eval(), tokenizer
 
 
@@ -500,9 +501,9 @@ def load_adapters(profile: Profile) -> tuple[Any, PreTrainedTokenizerBase]:
     from peft import PeftModel
 
     path = _require_finished(profile, "sft_qlora")
-    tokenizer = models.load_tokenizer(path)
-    base = models.load_4bit(qlora_source(profile), profile.qlora)
-    models._sync_special_tokens(base, tokenizer)
+    tokenizer = loading.load_tokenizer(path)
+    base = loading.load_4bit(qlora_source(profile), profile.qlora)
+    loading.sync_special_tokens(base, tokenizer)
     return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
 
 
@@ -557,14 +558,14 @@ def logit_difference(a: Any, b: Any, tokenizer: Any, texts: Sequence[str]) -> fl
 
 def plot_losses(history: Sequence[Mapping[str, float]], title: str = "") -> Figure:
     """Training loss (every ``logging_steps``) and eval loss (step 0 = before training) over steps."""
-    from .plots import plot_curves
+    from .core.plots import plot_curves
 
     return plot_curves(history, ["loss", "eval_loss"], title=title, ylabel="cross-entropy per response token")
 
 
 def eval_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], title: str = "eval loss") -> Figure:
     """The eval-loss curves of several runs on one plot: ``{"full SFT": history, "QLoRA": history}``."""
-    from .plots import plot_curves
+    from .core.plots import plot_curves
 
     records = [{"step": r["step"], name: r["eval_loss"]} for name, history in histories.items()
                for r in history if "eval_loss" in r]
@@ -575,7 +576,7 @@ def eval_curves(histories: Mapping[str, Sequence[Mapping[str, float]]], title: s
 def heldout_answers(policies: Mapping[str, Any], tokenizer: Any, heldout: Dataset, profile: Profile
                     ) -> dict[str, list[str]]:
     """Greedy answers of each policy to every held-out prompt (``profile.generation``): ``{name: [answer]}``."""
-    from .generation import generate
+    from .core.generation import generate
 
     prompts = list(heldout["prompt"])
     return {name: generate(model, tokenizer, prompts, profile.generation, desc=f"answers of {name}")
@@ -583,7 +584,7 @@ def heldout_answers(policies: Mapping[str, Any], tokenizer: Any, heldout: Datase
 
 
 def _rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    from .evaluation import rouge_scores
+    from .core.text_metrics import rouge_scores
 
     return rouge_scores(predictions, references)
 
@@ -634,14 +635,14 @@ def save_report(profile: Profile, run: SFTRun, answers: Mapping[str, list[str]],
         elif name == "base":
             if base_model is None:
                 raise ValueError("answers has 'base': pass base_model too")
-            _, total = models.count_parameters(base_model)
+            _, total = loading.parameter_counts(base_model)
             rows[name] = _row(None, rouge, run.info["initial_eval_loss"], total, weights_mb(base_model),
                               run.info["base"])
         else:
             raise ValueError(f"answers may hold 'base' and {run.stage!r}, got {name!r}")
     report = {"rows": rows, "prompts": list(heldout["prompt"]), "references": references,
               "answers": {k: list(v) for k, v in answers.items()}}
-    data.write_json(run.path / METRICS, report)
+    artifacts.write_json(run.path / METRICS, report)
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -671,7 +672,7 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
     samples = pd.DataFrame({"prompt": reports[0]["prompts"], "reference": reports[0]["references"],
                             **{n: answers[n] for n in order}}).head(n_samples)
     for frame, name in ((table, "sft_comparison.csv"), (samples, "sft_samples.csv")):
-        data.write_text(profile.paths.result(name), frame.to_csv(index=frame is table))
+        artifacts.write_text(profile.paths.result(name), frame.to_csv(index=frame is table))
     return table, samples
 
 

@@ -4,10 +4,10 @@ Fixtures (reuse them in any test module):
 
 * ``sample_texts`` -- ``list[str]``: a small fixed corpus (chat-format pairs + topic prose) written here.
 * ``tiny_tokenizer`` -- a byte-level BPE tokenizer trained on ``sample_texts`` with
-  :func:`rlhf_helpers.models.train_tokenizer` (vocab <= 512, specials ``<|endoftext|>`` = bos = eos = unk and
+  :func:`rlhf_helpers.core.base_model.train_tokenizer` (vocab <= 512, specials ``<|endoftext|>`` = bos = eos = unk and
   ``<|pad|>``, chat template applied, padding side left). Session-scoped: do not mutate it in a test, or
   restore what you change (e.g. ``padding_side``).
-* ``tiny_model_config`` -- a reduced :class:`~rlhf_helpers.config.ModelConfig` (2 layers, 64 dims,
+* ``tiny_model_config`` -- a reduced :class:`~rlhf_helpers.core.config.ModelConfig` (2 layers, 64 dims,
   128 positions, 20 pretraining steps of 8 x 32 tokens): use it with ``dataclasses.replace`` for variants.
 * ``make_tiny_model`` -- factory ``make_tiny_model(seed=0, **model_config_overrides) -> GPT2LMHeadModel``:
   a fresh *untrained* model (eval mode, ~100k parameters) sized by ``tiny_model_config`` and the
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_helpers.config import ModelConfig
+from rlhf_helpers.core.config import ModelConfig
 
 TOPICS = {
     "cooking": ["pasta", "garlic", "oven", "recipe", "salt", "onion", "soup", "bread"],
@@ -76,7 +76,7 @@ def sample_texts() -> list[str]:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(sample_texts):
-    from rlhf_helpers.models import train_tokenizer
+    from rlhf_helpers.core.base_model import train_tokenizer
 
     return train_tokenizer(sample_texts, vocab_size=512, model_max_length=128)
 
@@ -89,7 +89,7 @@ def tiny_model_config() -> ModelConfig:
 
 @pytest.fixture(scope="session")
 def make_tiny_model(tiny_tokenizer, tiny_model_config):
-    from rlhf_helpers.models import build_tiny_model
+    from rlhf_helpers.core.base_model import build_tiny_model
 
     def make(seed: int = 0, **overrides):
         cfg = dataclasses.replace(tiny_model_config, **overrides)

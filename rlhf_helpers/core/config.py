@@ -17,79 +17,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from .artifacts import Paths
+
 PROFILE_NAMES = ("tiny", "colab", "cpu")
-
-# Which notebook produces each stage's artifacts, so a missing one can be named in the error.
-STAGE_NOTEBOOK = {
-    "base": "01_data_preparation.ipynb",
-    "data": "01_data_preparation.ipynb",
-    "sft_full": "02_sft_full.ipynb",
-    "sft_qlora": "03_sft_qlora.ipynb",
-    "reward": "04_reward_modeling.ipynb",
-    "ppo": "05_ppo.ipynb",
-    "eval": "06_evaluation.ipynb",
-}
-
-
-class MissingStageError(FileNotFoundError):
-    """An earlier stage's artifacts are missing; the message names the notebook to run first."""
-
-
-@dataclass
-class Paths:
-    """Where artifacts go. ``root`` defaults to ``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``."""
-
-    root: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_OUTPUT_DIR", REPO_ROOT / "outputs")))
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_DATA_DIR", REPO_ROOT / "data")))
-
-    def __post_init__(self) -> None:
-        self.root = Path(self.root)
-        self.data_dir = Path(self.data_dir)
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results"
-
-    @property
-    def plots(self) -> Path:
-        return self.root / "plots"
-
-    @property
-    def prepared_data(self) -> Path:
-        """The splits notebook 01 saves for the later notebooks."""
-        return self.root / "prepared_data"
-
-    @property
-    def executed_notebooks(self) -> Path:
-        return self.root / "notebooks"
-
-    def checkpoint(self, stage: str) -> Path:
-        """Directory of one stage's model, e.g. ``outputs/checkpoints/sft_full``."""
-        return self.checkpoints / stage
-
-    def result(self, name: str) -> Path:
-        self.results.mkdir(parents=True, exist_ok=True)
-        return self.results / name
-
-    def plot(self, name: str) -> Path:
-        self.plots.mkdir(parents=True, exist_ok=True)
-        return self.plots / name
-
-    def require(self, stage: str) -> Path:
-        """Return the stage's artifact directory, or say which notebook to run first."""
-        path = self.prepared_data if stage == "data" else self.checkpoint(stage)
-        if not (path.exists() and any(path.iterdir())):
-            nb = STAGE_NOTEBOOK.get(stage, "the notebook of that stage")
-            raise MissingStageError(f"No '{stage}' artifacts at {path}. Run notebooks/{nb} first.")
-        return path
 
 
 @dataclass
@@ -137,77 +69,67 @@ class GenerationConfig:
 
 
 @dataclass
-class SFTConfig:
-    """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
+class TrainSchedule:
+    """What every TRL trainer of the course (SFT, QLoRA, reward model) is given: the optimisation schedule.
+    Field names are ``transformers.TrainingArguments``' own."""
 
-    learning_rate: float = 4e-3  # tiny: a 1M-parameter model tolerates (and needs, in 150 steps) a large rate
-    max_steps: int = 450  # tiny: ~2.5 epochs of the 2848 training pairs; after 150 steps 56% of the held-out
-    # answers were off topic (gold score 0), after 450 steps 38% (gold mean 0.27 -> 0.57)
+    learning_rate: float = 1e-3
+    max_steps: int = 150
     per_device_train_batch_size: int = 16
     gradient_accumulation_steps: int = 1
     eval_steps: int = 50
     logging_steps: int = 10
     max_length: int = 160  # tokens of prompt + response
-    warmup_ratio: float = 0.05
+    warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
     weight_decay: float = 0.0
-    gradient_checkpointing: bool = False  # TRL turns it on by default; ~60% slower on tiny models
-    seed: int = 0
-    # --- added with rlhf_helpers.sft ---
     lr_scheduler_type: str = "cosine"  # transformers scheduler name: decays to 0 at max_steps after the warm-up
     optim: str = "adamw_torch"  # transformers optimizer name (a paged/8-bit one falls back to AdamW without CUDA)
+    gradient_checkpointing: bool = False  # TRL turns it on by default; ~60% slower on tiny models
+    seed: int = 0
 
 
 @dataclass
-class QLoRAConfig:
+class SFTConfig(TrainSchedule):
+    """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
+
+    learning_rate: float = 4e-3  # tiny: a 1M-parameter model tolerates (and needs, in 150 steps) a large rate
+    max_steps: int = 450  # tiny: ~2.5 epochs of the 2848 training pairs; after 150 steps 56% of the held-out
+    # answers were off topic (gold score 0), after 450 steps 38% (gold mean 0.27 -> 0.57)
+
+
+@dataclass
+class QLoRAConfig(TrainSchedule):
     """QLoRA: a 4-bit (nf4) frozen base plus trainable LoRA adapters."""
 
+    learning_rate: float = 6e-3  # tiny: 2e-2 diverges (Adam moves A and B, so B @ A grows ~quadratically)
+    max_steps: int = 200  # tiny: LoRA learns more slowly per step than full SFT
+    # on GPU: optim="paged_adamw_8bit"; gradient_checkpointing=True recomputes activations: less memory, slower
     base: str | None = None  # model to quantize; None = the profile's base model
     load_in_4bit: bool = True  # falls back to plain LoRA where bitsandbytes cannot load 4-bit
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_use_double_quant: bool = True
     lora_r: int = 16
-    lora_alpha: int = 32
+    lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05
-    target_modules: str | list[str] = "all-linear"
-    learning_rate: float = 6e-3  # tiny: 2e-2 diverges (Adam moves A and B, so B @ A grows ~quadratically)
-    max_steps: int = 200  # tiny: LoRA learns more slowly per step than full SFT
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    eval_steps: int = 50
-    logging_steps: int = 10
-    max_length: int = 160
-    optim: str = "adamw_torch"  # on GPU: "paged_adamw_8bit"
-    seed: int = 0
-    # --- added with rlhf_helpers.sft ---
-    warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
-    weight_decay: float = 0.0
-    lr_scheduler_type: str = "cosine"  # transformers scheduler name
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30-60% slower
+    target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(TrainSchedule):
     """Reward model: the SFT model with a scalar head, trained with a Bradley-Terry loss."""
 
-    base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
     learning_rate: float = 1e-3
     max_steps: int = 150  # tiny: ~1.3 epochs; 300 steps (or 3e-3, or bs 8 x 600 steps) measured no better
     per_device_train_batch_size: int = 32
-    eval_steps: int = 50
-    logging_steps: int = 10
     max_length: int = 160  # RewardTrainer *drops* longer pairs; we report how many
+    lr_scheduler_type: str = "linear"  # TRL's default: linear decay to 0
+    base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
     use_margin: bool = False
+    margin_scale: float = 1.0  # use_margin: margin = margin_scale * |gold(chosen) - gold(rejected)| (add_gold_margins)
     use_lora: bool = False
     lora_r: int = 16
-    seed: int = 0
-    # --- added with rlhf_helpers.reward ---
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r); the score head always trains fully
-    margin_scale: float = 1.0  # use_margin: margin = margin_scale * |gold(chosen) - gold(rejected)| (add_gold_margins)
-    warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
-    lr_scheduler_type: str = "linear"  # transformers scheduler name (TRL's default: linear decay to 0)
-    weight_decay: float = 0.0
     center_rewards_coefficient: float | None = None  # TRL's optional penalty on (r_chosen + r_rejected)^2; None = off
-    gradient_checkpointing: bool = False  # TRL turns it on by default; slow on tiny CPU models
     eval_pairs: int = 128  # held-out pairs evaluated every eval_steps during training (all test pairs at the end)
     score_batch_size: int = 64  # texts per forward pass when scoring (RewardModelSource)
     regression_steps: int = 40  # steps of the regression (MSE on scalar ratings) variant
@@ -217,7 +139,8 @@ class RewardConfig:
 
 @dataclass
 class PPOConfig:
-    """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does)."""
+    """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does). Names as in TRL 1.12's
+    ``PPOConfig`` where they mean the same thing (``kl_coef``, ``num_ppo_epochs``, ``response_length``, ...)."""
 
     learning_rate: float = 3e-5  # AdamW learning rate of the policy (gpt2-size: ~1e-5). tiny: 3e-4 runs off to KL > 50
     # within 40 updates; 1e-4 clips 15-20% of the tokens and loses gold score; 3e-5 clips ~7% (see notebook 05)
@@ -225,13 +148,13 @@ class PPOConfig:
     batch_size: int = 64  # prompts per rollout (per process); tiny, 32 updates, seeds 0/1/2: gold win rate vs SFT
     # 0.63/0.64/0.54 with 64 prompts, 0.55/0.61/0.56 with 32 (less noisy gradients: fewer answers change for the worse)
     mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple
-    ppo_epochs: int = 4  # passes over each rollout batch
+    num_ppo_epochs: int = 4  # passes over each rollout batch (TRL: num_ppo_epochs)
     gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
-    max_new_tokens: int = 64  # response length limit of the rollouts; tiny: at 32 a good answer (~45-60 tokens) never
+    response_length: int = 64  # response length limit of the rollouts (TRL: response_length); tiny: at 32 a good answer (~45-60 tokens) never
     # fits, so the missing-EOS penalty teaches the policy to drop its last tip (an earlier SFT model: win rate 0.45 at 32, 0.68 at 64)
     temperature: float = 0.7  # sampling temperature of the rollouts (log-probs use the same temperature); tiny: at 1.0
     # the 1M-parameter SFT model's samples are mostly word salad (gold 0.07 vs 0.23 greedy), too little signal
-    init_kl_coef: float = 0.1  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref). tiny, batch 32:
+    kl_coef: float = 0.1  # beta (TRL: kl_coef; the start value when adaptive_kl): weight of the per-token KL penalty -beta * (log pi - log pi_ref). tiny, batch 32:
     # win rate 0.55-0.61 (KL 1.1-1.3) at 0.1, 0.56-0.59 (KL 0.5-0.7) at 0.2, 0.56 at 0.2 with 64 updates
     adaptive_kl: bool = False  # True: Ziegler et al.'s controller moves beta towards target_kl
     target_kl: float = 6.0  # adaptive controller: wanted KL(pi || pi_ref) per response, nats
@@ -252,7 +175,7 @@ class PPOConfig:
     seed: int = 0  # seeds prompt order, sampling, minibatch shuffles and the value head
     # --- added with rlhf_helpers.ppo ---
     score_clip: float | None = None  # clip each score to [-score_clip, score_clip] (after the EOS penalty); None = off
-    adam_eps: float = 1e-5  # AdamW epsilon (lm-human-preferences / CleanRL use 1e-5, not torch's 1e-8)
+    adam_epsilon: float = 1e-5  # AdamW epsilon (lm-human-preferences / CleanRL use 1e-5, not torch's 1e-8)
     lora_r: int = 16  # LoRA rank when use_lora
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
@@ -336,7 +259,7 @@ def _colab() -> Profile:
         reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
                             eval_steps=200, logging_steps=20, max_length=512),
         ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8,
-                      max_new_tokens=64, init_kl_coef=0.05, adaptive_kl=True, vf_coef=0.1,
+                      response_length=64, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1,
                       short_run_learning_rate=None),  # the short runs at the main run's learning rate
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
     )

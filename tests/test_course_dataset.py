@@ -1,4 +1,4 @@
-"""Tests of the course dataset generator (rlhf_helpers.course_data) and the committed data/ files."""
+"""Tests of the course dataset generator (rlhf_helpers.course_dataset), its content.json and the committed data/."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from statistics import mean
 
 import pytest
 
-from rlhf_helpers import course_data as cd
+from rlhf_helpers import course_dataset as cd
 from rlhf_helpers import judge
-from rlhf_helpers.config import REPO_ROOT
+from rlhf_helpers.core.artifacts import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data"  # the committed files (not $RLHF_DATA_DIR: this checks the repository)
 SMALL = {"n_sft": 60, "n_pref": 60, "n_heldout": 20, "n_pretrain": 30}
@@ -45,10 +45,10 @@ def test_same_seed_gives_identical_records_and_other_seed_differs():
 def test_committed_files_equal_the_generator_output(data):
     for name in cd.FILES:
         path = DATA_DIR / f"{name}.jsonl"
-        assert path.exists(), f"{path} is missing; run `python -m rlhf_helpers.course_data --out data`"
+        assert path.exists(), f"{path} is missing; run `python -m rlhf_helpers.course_dataset --out data`"
         assert path.read_bytes() == cd.to_jsonl(data[name]).encode("ascii"), (
             f"{path} differs from generate(seed=0); regenerate it with "
-            "`python -m rlhf_helpers.course_data --out data --seed 0` and commit the result")
+            "`python -m rlhf_helpers.course_dataset --out data --seed 0` and commit the result")
 
 
 def test_write_is_atomic_and_check_detects_changes(tmp_path):
@@ -65,6 +65,42 @@ def test_write_is_atomic_and_check_detects_changes(tmp_path):
 def test_cli_check_fails_on_an_empty_folder(tmp_path, capsys):
     assert cd.main(["--out", str(tmp_path), "--check"]) == 1
     assert "out of date" in capsys.readouterr().out
+
+
+# --- content.json -------------------------------------------------------------------------------
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    assert len(set(keys)) == len(keys), f"content.json repeats a key: {sorted(k for k in keys if keys.count(k) > 1)}"
+    return dict(pairs)
+
+
+def test_content_json_is_what_the_generator_uses():
+    raw = json.loads(cd.CONTENT_FILE.read_text(encoding="utf-8"), object_pairs_hook=_no_duplicate_keys)
+    assert cd.CONTENT_FILE.name == "content.json" and cd.CONTENT_FILE.parent.name == "course_dataset"
+    about = raw.pop("_about")
+    assert isinstance(about, str) and "make data" in about
+    topics = raw.pop("topics")
+    assert tuple(topics) == judge.TOPICS  # every topic, in the judge's order, and no other
+    # Every other table is exposed under its upper-case name, as tuples (hashable, concatenable).
+    for key, value in raw.items():
+        exposed = getattr(cd, key.upper())
+        assert exposed == (tuple(value) if isinstance(value, list) else value), key
+        assert isinstance(exposed, str | tuple), key
+    assert {k.upper() for k in raw} == {"GENERIC_TEMPLATES", "HELDOUT_TEMPLATE", "OPENERS", "CLOSERS", "RUDE_OPENERS",
+                                        "RUDE_CLOSERS", "REFUSALS", "REFUSAL_TAILS", "VAGUE_LINES", "FILLERS",
+                                        "SOFT_GENERIC"}
+    # CONTENT is the topics with "items" as ((task, (tip, ...)), ...) in file order.
+    assert list(cd.CONTENT) == list(topics)
+    for topic, content in topics.items():
+        exposed = cd.CONTENT[topic]
+        assert list(exposed) == ["area", "templates", "closers", "facts", "items"] == list(content), topic
+        assert exposed["area"] == content["area"]
+        for key in ("templates", "closers", "facts"):
+            assert exposed[key] == tuple(content[key]), (topic, key)
+        assert exposed["items"] == tuple((task, tuple(tips)) for task, tips in content["items"].items()), topic
+        assert len(exposed["items"]) > cd.HELDOUT_ITEMS and all(len(tips) == 4 for _, tips in exposed["items"])
+        hash(exposed["items"])  # tuples all the way down
 
 
 # --- schema, sizes, balance ---------------------------------------------------------------------

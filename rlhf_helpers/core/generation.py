@@ -1,9 +1,11 @@
-"""The one generation helper of the course: SFT samples, reward data, PPO rollouts and evaluation use it.
+"""Generation and log-probs, shared by every stage: SFT samples, reward data, PPO rollouts and evaluation.
 
 * :func:`generate` -- prompts in, decoded responses out (response only, eos/padding removed, stripped).
 * :func:`generate_ids` -- the same, plus the padded token tensors PPO needs (:class:`GenerationBatch`).
+* :func:`lm_forward`, :func:`logprobs_from_logits`, :func:`entropy_from_logits` -- the log-probs of given
+  responses (PPO's rollouts and update); :func:`sequence_kl` -- a policy's KL to a reference on its answers.
 
-Each prompt is formatted with :func:`rlhf_helpers.models.format_prompt`, prompts are batched
+Each prompt is formatted with :func:`rlhf_helpers.core.chat.format_prompt`, prompts are batched
 (``cfg.batch_size``) and left-padded, decoding uses the KV cache and stops at eos; greedy or sampled
 (temperature / top-k / top-p) per :class:`~rlhf_helpers.config.GenerationConfig`. Sampling is seeded per call
 (``cfg.seed``) inside a forked RNG, so the same call gives the same output and the global RNG is untouched.
@@ -14,14 +16,16 @@ and 4-bit models (anything with ``.generate``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .chat import format_prompt
 from .config import GenerationConfig
-from .models import format_prompt
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -96,15 +100,6 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
-def _max_positions(model: Any) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 @contextlib.contextmanager
 def _generation_mode(model: Any, tokenizer: PreTrainedTokenizerBase):
     """eval mode + left padding inside; the previous training mode and padding side restored after."""
@@ -176,12 +171,12 @@ def _run(
         if not isinstance(p, str):
             raise TypeError(f"prompts[{i}] is {type(p).__name__}, expected str")
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-        raise ValueError("The tokenizer needs pad and eos tokens: call rlhf_helpers.models.apply_template(tokenizer).")
+        raise ValueError("The tokenizer needs pad and eos tokens: call rlhf_helpers.core.chat.apply_template(tokenizer).")
     if cfg.batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
     gen_config = _hf_generation_config(tokenizer, cfg)
     device = _model_device(model)
-    limit = _max_positions(model)
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # gpt2: n_positions
     max_prompt = None if limit is None else limit - cfg.max_new_tokens
     if max_prompt is not None and max_prompt <= 0:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt (model context {limit}).")
@@ -272,3 +267,76 @@ def generate_ids(
         responses=_decode(tokenizer, response_ids, response_mask),
         prompts=list(prompts),
     )
+
+
+# ------------------------------------------------------------------------------------------------ log-probs
+def _supports_logits_to_keep(model: Any) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
+def lm_forward(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int, hidden: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forward of a causal LM on ``[B, Lq + T]`` (left-padded query, then response); returns the logits that
+    *predict* the ``T`` response tokens, ``[B, T, V]``, and (if ``hidden``) the last hidden states at the same
+    positions, ``[B, T, H]``. Position ids skip the left padding, as in generation."""
+    position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+    kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False, output_hidden_states=hidden)
+    if _supports_logits_to_keep(model):  # the LM head only on the positions we need (saves a big matmul)
+        kwargs["logits_to_keep"] = response_len + 1
+    out = model(**kwargs)
+    logits = out.logits[:, -(response_len + 1) : -1]
+    h = out.hidden_states[-1][:, -(response_len + 1) : -1] if hidden else None
+    return logits, h
+
+
+def logprobs_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """``log softmax(logits)[ids]``: ``[B, T, V]`` and ``[B, T]`` -> ``[B, T]`` (float32, no full log-softmax copy)."""
+    import torch
+
+    logits = logits.float()
+    return logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of each position's next-token distribution, ``[B, T, V]`` -> ``[B, T]``."""
+    import torch
+
+    logits = logits.float()
+    probs = torch.softmax(logits, dim=-1)
+    return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+
+
+def sequence_kl(model: Any, ref_model: Any, batch: GenerationBatch, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt KL of ``model`` to ``ref_model`` on the responses in ``batch`` (same tokenizer).
+
+    Returns two float arrays ``[B]``: the k1 sum ``sum_t (log pi(y_t) - log pi_ref(y_t))`` and the exact-per-step
+    sum ``sum_t KL(pi(.|x, y_<t) || pi_ref(.|x, y_<t))``, over response tokens (eos included, padding excluded).
+    The exact KL needs each position's whole distribution, hence the full log-softmax here (PPO's update only
+    needs the chosen tokens' log-probs: :func:`logprobs_from_logits`).
+    """
+    import torch
+
+    k1_parts, full_parts = [], []
+    device = next(model.parameters()).device
+    T = batch.response_ids.shape[1]
+    vocab = model.get_output_embeddings().weight.shape[0]
+    step = max(1, min(batch_size, 2**26 // max(1, T * vocab)))  # bounds the [b, T, V] log-prob tensors (256 MB)
+    with torch.no_grad():
+        for i in range(0, len(batch), step):
+            ids, att = batch.input_ids[i : i + step], batch.attention_mask[i : i + step]
+            resp = batch.response_ids[i : i + step].to(device)
+            mask = batch.response_mask[i : i + step].to(device).float()
+            logp = []
+            for m in (model, ref_model):
+                m_device = next(m.parameters()).device
+                logits, _ = lm_forward(m, ids.to(m_device), att.to(m_device), T)
+                logp.append(torch.log_softmax(logits.float(), dim=-1).to(device))
+            lp, lr = logp
+            k1 = (lp.gather(-1, resp.unsqueeze(-1)) - lr.gather(-1, resp.unsqueeze(-1))).squeeze(-1) * mask
+            full = (lp.exp() * (lp - lr)).sum(-1) * mask
+            k1_parts.append(k1.sum(1).cpu())
+            full_parts.append(full.sum(1).cpu())
+    return torch.cat(k1_parts).double().numpy(), torch.cat(full_parts).double().numpy()

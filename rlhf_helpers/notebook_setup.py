@@ -6,9 +6,8 @@ import importlib
 import logging
 import os
 import platform
-import random
 
-from .config import Profile, get_profile
+from .core.config import Profile, get_profile
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "evaluate")
 
@@ -37,16 +36,6 @@ def device_name() -> str:
     return "cpu"
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA)."""
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def start(profile: str | None = None, verbose: bool = True) -> Profile:
     """Resolve the profile (argument > $RLHF_PROFILE > hardware), seed, and print the environment.
 
@@ -55,6 +44,7 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
     2 cores, the default (one thread per core) trains the tiny model 1.7x faster than one thread.
     """
     import torch
+    from transformers import set_seed
 
     prof = get_profile(profile)
     threads = os.environ.get("RLHF_TORCH_THREADS")
@@ -62,7 +52,7 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
         if not threads.isdigit() or int(threads) < 1:
             raise ValueError(f"RLHF_TORCH_THREADS={threads!r}: expected a positive whole number")
         torch.set_num_threads(int(threads))
-    seed_everything(prof.seed)
+    set_seed(prof.seed)  # Python, NumPy and torch (CPU and CUDA)
     if verbose:
         versions = library_versions()
         print(f"profile : {prof.name}   (set RLHF_PROFILE=tiny|colab|cpu to change)")

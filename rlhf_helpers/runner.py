@@ -8,7 +8,6 @@ The executed copy of every notebook is kept (``outputs/notebooks/``) and its wal
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import re
 import time
@@ -17,7 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import REPO_ROOT, Paths, resolve_profile_name
+from .core.artifacts import REPO_ROOT, Paths, write_text
+from .core.config import resolve_profile_name
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -53,13 +53,10 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _write_atomic(nb, path: Path) -> None:
+def _write_notebook(nb, path: Path) -> None:
     import nbformat
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".ipynb.tmp")
-    nbformat.write(nb, str(tmp))
-    os.replace(tmp, path)
+    write_text(path, nbformat.writes(nb).rstrip("\n") + "\n")
 
 
 def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800) -> NotebookRun:
@@ -84,10 +81,10 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
         with _environ(**env):
             client.execute()
     except CellExecutionError as err:
-        _write_atomic(nb, out)
+        _write_notebook(nb, out)
         raise NotebookFailed(f"{path.name} failed (executed copy: {out}):\n{err}") from None
     seconds = time.perf_counter() - start
-    _write_atomic(nb, out)
+    _write_notebook(nb, out)
     return NotebookRun(path.name, seconds, out)
 
 
@@ -102,13 +99,8 @@ def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Path
         run = execute_notebook(nb, paths, profile)
         print(f"[course] {nb.name} done in {run.seconds:.0f} s", flush=True)
         runs.append(run)
-    times = paths.result("notebook_times.csv")
-    tmp = times.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["notebook", "seconds"])
-        writer.writerows([r.notebook, f"{r.seconds:.1f}"] for r in runs)
-    os.replace(tmp, times)
+    rows = ["notebook,seconds", *(f"{r.notebook},{r.seconds:.1f}" for r in runs)]
+    write_text(paths.result("notebook_times.csv"), "\r\n".join(rows) + "\r\n")  # csv.writer's line ends
     timing = timing_table(runs)
     print("\n" + timing)
     summary = paths.results / "README.md"
@@ -138,9 +130,7 @@ def update_readme(summary: str, timing: str, readme: Path = REPO_ROOT / "README.
     # the summary's headings sit under the README's "## Results" heading: "# x" -> "### x"
     body = re.sub(r"^(#+) ", lambda m: "#" * min(6, len(m.group(1)) + 2) + " ", body, flags=re.M)
     section = f"{README_START}\n{body.strip()}\n\n### Wall time of each notebook (`make course`)\n\n{timing}\n{README_END}"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(head + section + tail)
-    os.replace(tmp, readme)
+    write_text(readme, head + section + tail)
 
 
 def cli(argv: list[str]) -> int:

@@ -27,21 +27,22 @@ import gzip
 import hashlib
 import json
 import math
-import os
 import re
-import shutil
 import sys
-import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import DataConfig, Profile
+from .core.artifacts import DATA_INFO, atomic_dir, read_json, write_json, write_jsonl
+from .core.chat import ASSISTANT_PREFIX as ASSISTANT
+from .core.config import DataConfig, Profile
+from .core.loading import quiet_datasets
 
 if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data` stays cheap
     import pandas as pd
     from datasets import Dataset, DatasetDict
+    from matplotlib.figure import Figure
 
 KINDS = ("sft", "preference", "scored", "heldout", "text")
 FIELDS = {  # the canonical fields of each kind; validation looks at these
@@ -53,7 +54,6 @@ FIELDS = {  # the canonical fields of each kind; validation looks at these
 }
 RESPONSE_FIELDS = ("response", "chosen", "rejected", "reference")  # checked against max_response_chars
 NUMBER_FIELDS = ("score", "score_chosen", "score_rejected", "margin")  # parsed as numbers wherever present
-ASSISTANT = "\n\nAssistant:"
 
 
 class DataFormatError(ValueError):
@@ -643,23 +643,15 @@ class PreparedData:
 
     def save(self, path: Path) -> None:
         """Write everything to a temporary directory next to ``path``, then swap it in (:func:`atomic_dir`)."""
-        import datasets
-
         def write(tmp: Path) -> None:
             self.sft.save_to_disk(str(tmp / "sft"))
             self.preferences.save_to_disk(str(tmp / "preferences"))
             self.heldout.save_to_disk(str(tmp / "heldout"))
-            reports = {k: r.to_dict() for k, r in self.reports.items()}
-            (tmp / "reports.json").write_text(json.dumps(reports, indent=2))
-            (tmp / "info.json").write_text(json.dumps(self.info, indent=2))  # written last: marks completeness
+            write_json(tmp / "reports.json", {k: r.to_dict() for k, r in self.reports.items()})
+            write_json(tmp / DATA_INFO, self.info)  # written last: marks completeness
 
-        bars = datasets.utils.logging.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # three tiny saves: their bars would only clutter the notebook
-        try:
+        with quiet_datasets():  # three tiny saves: their bars would only clutter the notebook
             atomic_dir(path, write)
-        finally:
-            if bars:
-                datasets.enable_progress_bars()
 
 
 def prepare_course_data(profile: Profile, save: bool = True) -> PreparedData:
@@ -682,7 +674,7 @@ def prepare_course_data(profile: Profile, save: bool = True) -> PreparedData:
         missing = [f for f in ("sft.jsonl", "preferences.jsonl", "heldout.jsonl") if not (d / f).exists()]
         if missing:
             raise FileNotFoundError(f"{d}: missing {', '.join(missing)}; generate them with `make data` "
-                                    "(python -m rlhf_helpers.course_data --out data --seed 0)")
+                                    "(python -m rlhf_helpers.course_dataset --out data --seed 0)")
         sft = split_by_prompt(load_clean("sft", d / "sft.jsonl", "sft"), cfg.sft_eval_fraction, seed,
                               ("train", "eval"))
         prefs = split_by_prompt(load_clean("preferences", d / "preferences.jsonl", "preference"),
@@ -712,87 +704,33 @@ def load_prepared(profile: Profile) -> PreparedData:
     """Load what :func:`prepare_course_data` saved; raises ``MissingStageError`` naming notebook 01 if absent."""
     from datasets import load_from_disk
 
-    from .config import MissingStageError
-
-    path = profile.paths.require("data")
-    if not (path / "info.json").exists():
-        raise MissingStageError(f"Incomplete prepared data at {path}. Run notebooks/01_data_preparation.ipynb again.")
-    reports = json.loads((path / "reports.json").read_text())
+    path = profile.paths.finished("data")
+    reports = read_json(path / "reports.json")
     return PreparedData(load_from_disk(str(path / "sft")), load_from_disk(str(path / "preferences")),
                         load_from_disk(str(path / "heldout")),
                         {k: ValidationReport.from_dict(r) for k, r in reports.items()},
-                        json.loads((path / "info.json").read_text()))
+                        read_json(path / DATA_INFO))
+
+
+@dataclass
+class Heldout:
+    """The held-out prompts the evaluation answers (notebooks 05 and 06), their references and topics."""
+
+    prompts: list[str]
+    references: list[str]
+    topics: list[str]
+
+
+def heldout(profile: Profile) -> Heldout:
+    """The first ``profile.eval.num_prompts`` held-out prompts of notebook 01, with references (and topics)."""
+    ds = load_prepared(profile).heldout
+    n = min(profile.eval.num_prompts, len(ds))
+    rows = ds.select(range(n))
+    topics = rows["topic"] if "topic" in rows.column_names else [""] * n
+    return Heldout(list(rows["prompt"]), list(rows["reference"]), list(topics))
 
 
 # ----------------------------------------------------------------------------- writing and the CLI
-def atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
-    """``write(tmp)`` into a fresh temporary directory next to ``target``, then swap it in: the old directory is
-    first renamed to ``.<name>.old`` (:func:`old_dir`) and deleted last, so an interrupted save leaves one complete
-    copy. Every stage's checkpoint and the prepared data are written this way."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    old = old_dir(target)
-    try:
-        write(tmp)
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def old_dir(target: Path) -> Path:
-    """Where :func:`atomic_dir` keeps the previous copy of ``target`` during the swap."""
-    return target.with_name(f".{target.name}.old")
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    """``text`` written to ``path`` atomically (``.<name>.tmp`` next to it, then ``os.replace``); creates the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """JSON written to ``path`` atomically (:func:`write_text`); numpy/torch scalars as floats."""
-    write_text(path, json.dumps(obj, indent=1, default=float))
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON Lines log (blank lines skipped); a bad line raises ``path:line: invalid JSON``."""
-    path = Path(path)
-    out = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-    return out
-
-
-def write_jsonl(records: Iterable[Mapping], path: str | Path) -> None:
-    """Write JSON Lines atomically: a temporary file in the same directory, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def convert_file(source: str | Path, out: str | Path, mapping: Mapping | str | None = None, kind: str | None = None,
                  cfg: DataConfig | None = None, keep_flagged: bool = False) -> tuple[LoadedData, ValidationReport]:
     """Load ``source``, drop flagged records (unless ``keep_flagged``) and write canonical JSONL to ``out``."""
@@ -839,6 +777,52 @@ def cli(argv: list[str] | None = None) -> int:
         written = report.total if args.keep_flagged else report.kept
         print(f"wrote {written} records to {args.out}")
     return 0
+
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> Figure:
+    """Four panels: answer lengths, topics, failure types (clean vs label noise), SFT demonstration quality.
+
+    ``sft`` has prompt/response/topic/quality columns; ``prefs`` prompt/chosen/rejected/topic/failure/label_noise.
+    """
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    noisy = prefs["label_noise"].astype(bool)
+    better = prefs["chosen"].where(~noisy, prefs["rejected"])  # on flipped pairs the stored 'chosen' is worse
+    worse = prefs["rejected"].where(~noisy, prefs["chosen"])
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
+    ax = axes[0, 0]
+    bins = range(0, 110, 4)
+    for label, texts in (("SFT response", sft["response"]), ("better answer", better), ("worse answer", worse)):
+        ax.hist([len(str(t).split()) for t in texts], bins=bins, alpha=0.5, label=label)
+    ax.set(title="answer length", xlabel="words", ylabel="count")
+    ax.legend()
+    topics = pd.DataFrame({"SFT": sft["topic"].value_counts(), "preferences": prefs["topic"].value_counts()})
+    topics.sort_index().plot.barh(ax=axes[0, 1], title="topics")
+    fails = prefs.groupby(["failure", noisy.rename("label noise")]).size().unstack(fill_value=0)
+    fails.plot.bar(ax=axes[1, 0], stacked=True, rot=20, title="failure shown by the worse answer")
+    sft["quality"].value_counts().plot.bar(ax=axes[1, 1], rot=20, title="SFT demonstrations by quality")
+    fig.tight_layout()
+    return fig
+
+
+def judge_heatmap(table: pd.DataFrame, title: str) -> Figure:
+    """Heatmap of a (rows x criteria) table of scores in [0, 1], values written in the cells."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(1.2 * table.shape[1] + 2, 0.45 * table.shape[0] + 1.5))
+    im = ax.imshow(table.values, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(table.shape[1]), table.columns, rotation=20)
+    ax.set_yticks(range(table.shape[0]), table.index)
+    for (i, j), v in np.ndenumerate(table.values):
+        ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
 
 
 if __name__ == "__main__":

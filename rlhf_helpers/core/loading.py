@@ -1,0 +1,269 @@
+"""Loading models and tokenizers for every profile, and the course's one decision on device and precision.
+
+* :func:`precision` -- **the** place where the device and number format are chosen; SFT, QLoRA's 4-bit
+  compute dtype, the reward model, PPO and evaluation all ask it (:class:`Precision`).
+* :func:`load_model` -- tokenizer (chat template applied) + causal LM + the pad/eos ids made to agree, the
+  four-line recipe every stage needs; :func:`load_tokenizer`, :func:`load_causal_lm` are its parts.
+* :func:`load_4bit` (bitsandbytes nf4, falls back to a plain model with a warning), :func:`lora_config` (the one
+  way a ``peft.LoraConfig`` is built), :func:`quiet_transformers` / :func:`quiet_datasets` (no per-file
+  progress bars in the notebooks).
+
+torch/transformers are imported inside the functions so ``import rlhf_helpers`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .chat import apply_template
+from .config import ModelConfig, Profile, QLoRAConfig
+
+if TYPE_CHECKING:
+    import torch
+    from peft import LoraConfig
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+# bitsandbytes 0.50 logs a warning at import time on CPU about an optional `kernels` package (peft and TRL
+# import bitsandbytes, so every notebook would show it). It is harmless: silence that one logger.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+
+# ------------------------------------------------------------------------------------- device and precision
+@dataclass(frozen=True)
+class Precision:
+    """Where the course computes and in which number format (see :func:`precision`)."""
+
+    device: str  # "cuda" or "cpu"
+    dtype: torch.dtype  # weights of a loaded model, and the compute dtype of 4-bit layers
+    mixed_precision: str  # accelerate's / the Trainer's setting: "bf16", "fp16" or "no"
+
+    def trainer_flags(self) -> dict[str, bool]:
+        """``TrainingArguments`` flags: ``bf16``, ``fp16`` and ``use_cpu`` (TRL would turn bf16 on by default)."""
+        return {"bf16": self.mixed_precision == "bf16", "fp16": self.mixed_precision == "fp16",
+                "use_cpu": self.device == "cpu"}
+
+
+def precision() -> Precision:
+    """The one decision on device and precision: a CUDA GPU with bf16 -> bf16; other CUDA GPUs -> fp16 (with
+    loss scaling); no GPU -> float32 on the CPU, no mixed precision."""
+    import torch
+
+    if torch.cuda.is_available():
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        return Precision("cuda", torch.bfloat16 if bf16 else torch.float16, "bf16" if bf16 else "fp16")
+    return Precision("cpu", torch.float32, "no")
+
+
+def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto") -> torch.dtype:
+    """``"auto"``: :func:`precision`'s dtype. Also accepts a ModelConfig (its ``dtype``), a name (``"float32"``,
+    ``"bf16"``, ...) or a torch.dtype."""
+    import torch
+
+    value = cfg.dtype if isinstance(cfg, ModelConfig) else cfg
+    if isinstance(value, torch.dtype):
+        return value
+    names = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+    if value == "auto":
+        return precision().dtype
+    if value not in names:
+        raise ValueError(f"Unknown dtype {value!r}: use 'auto' or one of {', '.join(names)}.")
+    return names[value]
+
+
+# ------------------------------------------------------------------------------------------------ quiet
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Hide transformers' per-file progress bars ("Loading weights", "Writing model shards") for local I/O."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """No per-``map`` progress bars of ``datasets`` (TRL's tokenize/EOS/filter passes) in the notebooks."""
+    import datasets
+
+    enabled = datasets.utils.logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if enabled:
+            datasets.enable_progress_bars()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained`` with the course's chat template (and pad token) applied."""
+    from transformers import AutoTokenizer
+
+    return apply_template(AutoTokenizer.from_pretrained(str(path_or_name)))
+
+
+def load_causal_lm(
+    path_or_name: str | Path,
+    profile_or_dtype: Profile | ModelConfig | str | torch.dtype = "auto",
+    device: str | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """``AutoModelForCausalLM.from_pretrained`` in the resolved dtype, moved to ``device`` (default: cuda if
+    available, else cpu). ``kwargs`` go to ``from_pretrained``."""
+    from transformers import AutoModelForCausalLM
+
+    spec = profile_or_dtype.model if isinstance(profile_or_dtype, Profile) else profile_or_dtype
+    dtype = resolve_dtype(spec)
+    local = Path(str(path_or_name)).exists()
+    with quiet_transformers() if local else contextlib.nullcontext():
+        model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype, **kwargs)
+    if "device_map" not in kwargs:
+        model.to(device or precision().device)
+    set_causal_lm_loss(model)
+    return model
+
+
+def set_causal_lm_loss(model: Any) -> None:
+    """GPT-2's class name (``GPT2LMHeadModel``) does not tell transformers 5 which loss to use, so it warns
+    once ("loss_type=None ... unrecognized") and uses the causal-LM loss anyway: say so up front."""
+    if getattr(model, "loss_type", "unset") is None:
+        model.loss_type = "ForCausalLM"
+
+
+def sync_special_tokens(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make the model's config/generation config agree with the tokenizer's pad/eos ids."""
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+
+def load_model(
+    path_or_name: str | Path,
+    profile_or_dtype: Profile | ModelConfig | str | torch.dtype = "auto",
+    device: str | None = None,
+    **kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Tokenizer (course chat template) and causal LM from one folder or hub name, their pad/eos ids in
+    agreement, the model in eval mode. ``kwargs`` go to ``from_pretrained``."""
+    tokenizer = load_tokenizer(path_or_name)
+    model = load_causal_lm(path_or_name, profile_or_dtype, device=device, **kwargs)
+    sync_special_tokens(model, tokenizer)
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------------------- 4-bit and LoRA
+def bnb_4bit_config(qlora_cfg: QLoRAConfig, compute_dtype: torch.dtype | None = None):
+    """``BitsAndBytesConfig`` for QLoRA: nf4 (per ``qlora_cfg``), double quantization, compute dtype."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=qlora_cfg.bnb_4bit_quant_type,
+        bnb_4bit_use_double_quant=qlora_cfg.bnb_4bit_use_double_quant,
+        bnb_4bit_compute_dtype=compute_dtype or resolve_dtype("auto"),
+    )
+
+
+def import_bitsandbytes() -> Any:
+    """Import bitsandbytes without its import-time warning about the optional `kernels` package."""
+    loggers = [logging.getLogger(n) for n in ("bitsandbytes", "bitsandbytes.backends.cpu.ops")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        import bitsandbytes
+
+        return bitsandbytes
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def load_4bit(
+    path_or_name: str | Path, qlora_cfg: QLoRAConfig, device: str | None = None, **kwargs: Any
+) -> PreTrainedModel:
+    """Load a causal LM with its linear layers quantized to 4 bits (bitsandbytes nf4 + double quant).
+
+    Works on CPU with bitsandbytes >= 0.48 as well as on CUDA. Where bitsandbytes cannot load 4-bit (not
+    installed, no supported device, ...) or ``qlora_cfg.load_in_4bit`` is False, a plain model in the
+    resolved dtype is returned instead -- with a printed warning in the first case -- so LoRA still works.
+    Check ``getattr(model, "is_loaded_in_4bit", False)``.
+
+    On CPU the Linear4bit layers' AVX512-BF16 inference repacking is switched off: bitsandbytes 0.50 repacks
+    the weights at the first eval-mode forward, and training after that (e.g. generate, then train) fails.
+    """
+    if not qlora_cfg.load_in_4bit:
+        return load_causal_lm(path_or_name, "auto", device=device, **kwargs)
+    from transformers import AutoModelForCausalLM
+
+    device = device or precision().device
+    try:
+        bnb = import_bitsandbytes()
+        local = Path(str(path_or_name)).exists()
+        with quiet_transformers() if local else contextlib.nullcontext():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path_or_name),
+                quantization_config=bnb_4bit_config(qlora_cfg),
+                dtype=resolve_dtype("auto"),
+                device_map={"": device},
+                **kwargs,
+            )
+    except Exception as e:  # noqa: BLE001 - any failure of the 4-bit path means: fall back, loudly
+        print(
+            f"WARNING: bitsandbytes could not load {path_or_name} in 4 bits ({type(e).__name__}: {e}).\n"
+            "         Falling back to the plain (non-quantized) model: LoRA still trains, without the memory saving."
+        )
+        return load_causal_lm(path_or_name, "auto", device=device, **kwargs)
+    set_causal_lm_loss(model)
+    if device == "cpu":
+        for module in model.modules():
+            if isinstance(module, bnb.nn.Linear4bit):
+                module.support_avx512bf16_for_cpu = False
+    return model
+
+
+def lora_config(r: int, alpha: int, dropout: float = 0.0, target_modules: str | list[str] = "all-linear",
+                model: Any = None, task_type: str = "CAUSAL_LM") -> LoraConfig:
+    """The one ``peft.LoraConfig`` of the course (QLoRA, the LoRA reward model, LoRA PPO): rank ``r``, scale
+    ``alpha / r``, no bias.
+
+    ``target_modules="all-linear"`` works for every architecture here: peft 0.21 matches ``nn.Linear`` *and*
+    transformers' ``Conv1D`` (GPT-2's c_attn/c_proj/c_fc), the output head excluded. Pass ``model`` to set
+    ``fan_in_fan_out`` for Conv1D models (GPT-2) up front; else peft sets it itself, with a warning.
+    """
+    from peft import LoraConfig
+
+    fan_in_fan_out = False
+    if model is not None:
+        from transformers.pytorch_utils import Conv1D
+
+        fan_in_fan_out = any(isinstance(m, Conv1D) for m in model.modules())
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
+        fan_in_fan_out=fan_in_fan_out,
+        bias="none",
+        task_type=task_type,
+    )
+
+
+def parameter_counts(model: Any) -> tuple[int, int]:
+    """``(trainable, total)`` parameters by transformers' ``num_parameters`` (a PeftModel passes it on to its
+    base): tied weights counted once, 4-bit weights at their logical size (a packed uint8 holds two values)."""
+    return model.num_parameters(only_trainable=True), model.num_parameters()
