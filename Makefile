@@ -31,7 +31,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlhf_helpers tests benchmarks
+	$(BIN)/ruff check rlhf_helpers tests benchmarks notebooks
 
 ## Regenerate the committed course dataset in data/ (deterministic).
 data: $(STAMP)

@@ -47,9 +47,9 @@ def load_common(work: Path):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from rlhf_helpers import models
+    from rlhf_helpers.core.loading import load_tokenizer
 
-    tokenizer = models.load_tokenizer(work / "policy")
+    tokenizer = load_tokenizer(work / "policy")
     policy = AutoModelForCausalLM.from_pretrained(work / "policy", dtype=torch.float32)
     rm = AutoModelForSequenceClassification.from_pretrained(work / "reward", dtype=torch.float32)
     rm.config.pad_token_id = tokenizer.pad_token_id
@@ -70,7 +70,7 @@ class SeqClsReward:
     def score(self, prompts, responses):
         import torch
 
-        from rlhf_helpers.models import format_example
+        from rlhf_helpers.core.chat import format_example
 
         texts = [format_example(self.tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)]
         side = self.tokenizer.padding_side
@@ -86,8 +86,8 @@ class SeqClsReward:
 
 def evaluate(policy, tokenizer, rm, prompts, args) -> dict:
     """Mean reward-model score (and EOS rate) of one sampled response per evaluation prompt."""
-    from rlhf_helpers.config import GenerationConfig
-    from rlhf_helpers.generation import generate_ids
+    from rlhf_helpers.core.config import GenerationConfig
+    from rlhf_helpers.core.generation import generate_ids
 
     cfg = GenerationConfig(max_new_tokens=args.response_length, do_sample=True, temperature=args.temperature,
                            top_k=0, top_p=1.0, batch_size=64, seed=1234)
@@ -132,13 +132,13 @@ def start_side(args, work: Path) -> tuple:
 # ------------------------------------------------------------------------------------------- our side
 def run_ours(args) -> dict:
     from rlhf_helpers import ppo
-    from rlhf_helpers.config import PPOConfig
+    from rlhf_helpers.core.config import PPOConfig
 
     work = Path(args.work)
     tokenizer, policy, rm, prompts, before, before_train = start_side(args, work)
     cfg = PPOConfig(total_updates=args.updates, batch_size=args.batch_size, mini_batch_size=args.mini_batch_size,
-                    ppo_epochs=args.epochs, max_new_tokens=args.response_length, temperature=args.temperature,
-                    learning_rate=args.lr, init_kl_coef=args.kl_coef, missing_eos_penalty=args.missing_eos_penalty,
+                    num_ppo_epochs=args.epochs, response_length=args.response_length, temperature=args.temperature,
+                    learning_rate=args.lr, kl_coef=args.kl_coef, missing_eos_penalty=args.missing_eos_penalty,
                     seed=args.seed, sample_every=10**6, save_every=10**6)
     cpu: list[float] = []
     last = [0.0]
@@ -153,7 +153,7 @@ def run_ours(args) -> dict:
     t0 = time.perf_counter()
     last[0] = time.process_time()
     result = ppo.train_ppo(policy, None, tokenizer, SeqClsReward(rm, tokenizer), prompts["train"], cfg,
-                           out_dir=None, callbacks=[CPUTimer()], progress=False)
+                           callbacks=[CPUTimer()], progress=False)  # nothing on disk
     total = time.perf_counter() - t0
     after = evaluate(result.policy, tokenizer, rm, prompts["eval"], args)
     after_train = evaluate(result.policy, tokenizer, rm, prompts["train"][:64], args)
@@ -176,8 +176,8 @@ def run_trl(args) -> dict:
         raise RuntimeError(f"expected TRL 1.12.0 from {TRL_PATH}, got {trl.__version__} at {trl.__file__}")
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from rlhf_helpers.models import format_prompt
-    from rlhf_helpers.ppo import frozen_copy
+    from rlhf_helpers.core.chat import format_prompt
+    from rlhf_helpers.core.loading import frozen_copy
 
     work = Path(args.work)
     tokenizer, policy, rm, prompts, before, before_train = start_side(args, work)
@@ -236,8 +236,9 @@ def setup(args) -> Path:
     import torch
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
-    from rlhf_helpers import models
-    from rlhf_helpers.config import Paths, get_profile
+    from rlhf_helpers.core import base_model, loading
+    from rlhf_helpers.core.artifacts import Paths
+    from rlhf_helpers.core.config import get_profile
 
     paths = Paths()
     course = (paths.checkpoint("sft_full") / "config.json").exists() and (paths.checkpoint("reward") / "config.json").exists()
@@ -262,10 +263,10 @@ def setup(args) -> Path:
 
         base = paths.checkpoint("base")
         if not (base / "config.json").exists():
-            raise SystemExit(f"No tiny base at {base}: build it with rlhf_helpers.models.build_tiny_base "
+            raise SystemExit(f"No tiny base at {base}: build it with rlhf_helpers.core.base_model.build_tiny_base "
                              "(notebook 01), or pass --source random.")
-        tokenizer = models.load_tokenizer(base)
-        models.load_causal_lm(base, "float32", device="cpu").save_pretrained(work / "policy")
+        tokenizer = loading.load_tokenizer(base)
+        loading.load_causal_lm(base, "float32", device="cpu").save_pretrained(work / "policy")
         tokenizer.save_pretrained(work / "policy")
         torch.manual_seed(1)
         rm = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
@@ -275,9 +276,9 @@ def setup(args) -> Path:
         tokenizer.save_pretrained(work / "reward")
     elif source == "random" and not (work / "reward" / "config.json").exists():
         profile = get_profile("tiny")
-        tokenizer = models.train_tokenizer(models.course_texts(paths.data_dir), profile.model.vocab_size,
-                                           profile.model.n_positions)
-        policy = models.build_tiny_model(profile.model, tokenizer, seed=0)
+        tokenizer = base_model.train_tokenizer(base_model.course_texts(paths.data_dir), profile.model.vocab_size,
+                                               profile.model.n_positions)
+        policy = base_model.build_tiny_model(profile.model, tokenizer, seed=0)
         policy.save_pretrained(work / "policy")
         tokenizer.save_pretrained(work / "policy")
         m = profile.model

@@ -1,9 +1,23 @@
 """rlhf_helpers: the tested helper package behind the RLHF course notebooks.
 
-Import is cheap on purpose (no torch/transformers at import time); each stage lives in its own module:
-``config`` (profiles and paths), ``env`` (notebook start-up), ``course_data`` and ``judge`` (the course's
-dataset and its gold judge), ``data`` (loading and validating datasets), ``models``, ``generation``,
-``sft``, ``reward``, ``ppo``, ``evaluation`` and ``notebooks`` (the notebook runner).
+One module per notebook, on top of a shared core (``rlhf_helpers.core``: configuration, artifact paths and
+atomic I/O, the chat format, model loading and the one precision decision, the tiny base model, generation and
+log-probs, text metrics, the held-out comparison of policies, plotting) that imports no stage module.
+
+| notebook | its module in `rlhf_helpers/` | its tests in `tests/` |
+|---|---|---|
+| every notebook's first cell | `notebook_setup.py` (profile, seed, threads, versions) | `test_notebook_setup.py` |
+| 00 setup and overview | `overview.py` (the toy objective, the course map) | `test_overview.py` |
+| 01 data preparation | `data_prep.py` (formats, validation, splits, the CLI) | `test_data_prep.py` |
+| 02 SFT, full | `sft_full.py` | `test_sft_full.py` |
+| 03 SFT, QLoRA | `sft_qlora.py` | `test_sft_qlora.py` |
+| 04 reward modelling | `reward.py` | `test_reward.py` |
+| 05 PPO | `ppo.py` (the algorithm, top to bottom); `ppo_runs.py` (callbacks, checkpoints, β sweep, course loader) | `test_ppo.py`, `test_ppo_runs.py` |
+| 06 evaluation | `evaluation.py` | `test_evaluation.py` |
+| `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
+
+``judge`` (the gold rubric) and ``course_dataset`` (the generator of ``data/``) serve the course data.
+Import is cheap on purpose: torch and transformers are imported inside the functions that need them.
 """
 
 from .core.artifacts import MissingStageError, Paths

@@ -50,13 +50,14 @@ import functools
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .core.config import Profile
 from .core.loading import precision
 
 if TYPE_CHECKING:
     import torch
+
+    from .core.config import Profile
 
 # --------------------------------------------------------------------------------------------
 # Topic lexicons. Base forms; plurals and possessives ("eggs", "dog's") are matched automatically.
@@ -378,7 +379,7 @@ def gold_scores(prompts: Sequence[str], responses: Sequence[str]) -> list[float]
 
 # ------------------------------------------------------------------------------------ as reward sources
 class GoldJudge:
-    """The course's gold judge (:func:`rlhf_helpers.judge.gold_scores`) behind the reward-source interface."""
+    """This module's rubric (:func:`gold_scores`) behind the reward-source interface."""
 
     name = "gold judge"
 
@@ -425,7 +426,7 @@ class HubJudge:
         return torch.cat(out) if out else torch.zeros(0)
 
 
-def load_judge(profile: Profile) -> Any:
+def load_judge(profile: Profile) -> GoldJudge | HubJudge:
     """The judge of ``profile.eval.judge``: ``"gold"`` -> :class:`GoldJudge`; a model name -> :class:`HubJudge`;
     ``"auto"`` -> the gold judge on the course data, else ``profile.eval.hub_judge``."""
     choice = profile.eval.judge

@@ -1,16 +1,410 @@
 """Running PPO in the course (notebook 05): what surrounds the algorithm of :mod:`rlhf_helpers.ppo`.
 
-Callbacks (live plot, printed samples), checkpoints (save, resume, load the trained policy), the beta sweep and its
-plots, and the course loader that hands the SFT policy, the reward model and the prompts to the trainer.
+* :func:`train_ppo` -- :func:`rlhf_helpers.ppo.train_ppo` with a checkpoint directory (saved every
+  ``cfg.save_every`` updates and at the end, resumed from) and the notebook's callbacks by default;
+* callbacks: :class:`Checkpoint`, :class:`LivePlot` (Jupyter), :class:`PrintSamples`;
+* checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`has_checkpoint`, :func:`load_ppo_policy`;
+* the beta sweep: :func:`beta_sweep`, :func:`sweep_summary`, :func:`save_beta_sweep`, :func:`load_ppo_logs`;
+* plots: :func:`plot_history`, :func:`plot_beta_sweep`;
+* :func:`load_course_stages` -- the SFT policy, its frozen reference, the reward model and the prompts.
+
+This module imports :mod:`rlhf_helpers.ppo`, never the reverse: the trainer reaches checkpoints only through
+the :class:`~rlhf_helpers.ppo.Callback` hooks (:class:`Checkpoint`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .core.artifacts import BETA_SWEEP_LOG, PPO_INFO, PPO_LOG, Paths, read_json, read_records, write_jsonl
+import numpy as np
+import torch
+
+from . import data_prep, ppo
+from .core.artifacts import (
+    BETA_SWEEP_LOG,
+    PPO_INFO,
+    PPO_LOG,
+    Paths,
+    atomic_dir,
+    old_dir,
+    read_json,
+    read_records,
+    write_json,
+    write_jsonl,
+)
+from .core.config import PPOConfig, Profile
+from .core.loading import frozen_copy, is_peft, load_model, precision, quiet_transformers
+from .core.plots import series
+
+if TYPE_CHECKING:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+STATE_FILE = "trainer_state.pt"  # optimizer, KL controller, RNG states, step (tensors and plain values only)
+VALUE_HEAD_FILE = "value_head.safetensors"
+SAMPLES_FILE = "samples.jsonl"
+DEFAULT_PLOT_KEYS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/entropy",
+                     "loss/value_avg", "policy/clipfrac_avg")
+DEFAULT_SUMMARY_SKIP = ("objective/entropy", "objective/non_score_reward", "objective/kl_k3",
+                        "objective/raw_scores", "objective/beta")
+
+
+def _say(trainer: ppo.PPOTrainerLite, message: str) -> None:
+    if trainer.accelerator.is_main_process:
+        print(message)
+
+
+# =====================================================================================================
+# Callbacks: checkpoints, live plot (Jupyter), printed samples
+# =====================================================================================================
+class Checkpoint(ppo.Callback):
+    """Keep the run in ``out_dir``: resume from it at the start (when ``resume`` and it holds a checkpoint),
+    save every ``every`` updates (default ``cfg.save_every``), after the last update and at the end.
+    A run that diverges keeps its last good checkpoint (the error message names its update)."""
+
+    def __init__(self, out_dir: str | Path, every: int | None = None, resume: bool = True) -> None:
+        self.out_dir, self.every, self.resume = Path(out_dir), every, resume
+
+    def on_train_begin(self, trainer: ppo.PPOTrainerLite) -> None:
+        trainer.out_dir = self.out_dir
+        if self.resume and has_checkpoint(self.out_dir):
+            load_checkpoint(trainer, self.out_dir)
+            _say(trainer, f"Resumed from {self.out_dir} at update {trainer.step}/{trainer.cfg.total_updates}.")
+
+    def on_update(self, trainer: ppo.PPOTrainerLite, record: dict[str, Any]) -> None:
+        every = self.every or trainer.cfg.save_every
+        if trainer.step % every == 0 or trainer.step == trainer.cfg.total_updates:
+            save_checkpoint(trainer, self.out_dir)
+
+    def on_train_end(self, trainer: ppo.PPOTrainerLite) -> None:
+        if trainer.last_checkpoint_step != trainer.step:
+            save_checkpoint(trainer, self.out_dir)
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where IPython.display can redraw a figure in place)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+class LivePlot(ppo.Callback):
+    """Redraw a figure of the training curves every ``every`` updates, in place (``display_id``).
+
+    A no-op outside Jupyter. ``keys`` default to :data:`DEFAULT_PLOT_KEYS` plus any extra metric.
+    """
+
+    def __init__(self, keys: Sequence[str] | None = None, every: int = 2, ncols: int = 3) -> None:
+        self.keys, self.every, self.ncols = keys, max(1, every), ncols
+        self._handle = None
+
+    def on_update(self, trainer: ppo.PPOTrainerLite, record: dict[str, Any]) -> None:
+        last = record["step"] == trainer.cfg.total_updates
+        if not in_notebook() or (record["step"] % self.every and not last):
+            return
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        keys = self.keys or (*DEFAULT_PLOT_KEYS, *(f"objective/{k}" for k in trainer.extra_metrics))
+        fig = plot_history(trainer.history, keys, ncols=self.ncols)
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)
+
+
+class PrintSamples(ppo.Callback):
+    """Print a few sampled responses (with score) each time samples are drawn."""
+
+    def __init__(self, n: int = 2, max_chars: int = 160) -> None:
+        self.n, self.max_chars = n, max_chars
+
+    def on_samples(self, trainer: ppo.PPOTrainerLite, samples: list[dict[str, Any]]) -> None:
+        from tqdm.auto import tqdm
+
+        for s in samples[: self.n]:
+            extra = "".join(f"  {k}={s[k]:.3f}" for k in trainer.extra_metrics)
+            tqdm.write(f"[update {s['step']}] score={s['score']:+.3f}{extra}\n  prompt  : "
+                       f"{s['prompt'][: self.max_chars]!r}\n  response: {s['response'][: self.max_chars]!r}")
+
+
+def default_callbacks() -> list[ppo.Callback]:
+    """The notebook's: a live plot of the curves and a couple of printed samples."""
+    return [LivePlot(), PrintSamples()]
+
+
+# =====================================================================================================
+# Checkpoints: written to a temporary directory, then renamed into place
+# =====================================================================================================
+# Our own files rather than accelerate's ``save_state``/``load_state``: accelerate unpickles its RNG-state file
+# with ``torch.load(weights_only=False)``, so a tampered checkpoint could run code when loaded; ours holds only
+# tensors and plain values (loaded with ``weights_only=True``) and resumes bit-identically (RNG states included).
+def has_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` (or the backup left by an interrupted save) holds a complete PPO checkpoint."""
+    return _complete_checkpoint(Path(path)) is not None
+
+
+def _complete_checkpoint(path: Path) -> Path | None:
+    """``path``, else the previous copy a save interrupted between its two renames left (``artifacts.old_dir``),
+    whichever holds ``PPO_INFO`` (written last); None when neither does."""
+    return next((p for p in (path, old_dir(path)) if (p / PPO_INFO).exists()), None)
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),  # plain values: loadable with weights_only
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> Path:
+    """Save policy (``save_pretrained``; adapters only for LoRA) + tokenizer, value head, optimizer, KL
+    controller, step, RNG states, the log and samples into ``out_dir`` -- atomically: everything is written
+    to a temporary directory next to it, then renamed into place (the previous checkpoint is moved aside
+    first and deleted last, so an interrupted save leaves one complete checkpoint).
+
+    Refuses to replace an existing non-empty directory that is not a PPO checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    acc = trainer.accelerator
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PPO_INFO).exists():
+            raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
+
+        def write(tmp: Path) -> None:
+            policy = trainer.policy
+            with quiet_transformers():  # no "Writing model shards" bar at every checkpoint
+                policy.save_pretrained(tmp)
+                trainer.tokenizer.save_pretrained(tmp)
+                if is_peft(policy) and trainer.step >= trainer.cfg.total_updates:
+                    # the final LoRA policy also as a plain model, for later stages
+                    merged = copy.deepcopy(policy).merge_and_unload()
+                    merged.save_pretrained(tmp / "merged")
+                    trainer.tokenizer.save_pretrained(tmp / "merged")
+                    del merged
+            vh = {k: v.detach().float().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()}
+            save_file(vh, str(tmp / VALUE_HEAD_FILE))
+            torch.save({
+                "step": trainer.step,
+                "optimizer": trainer.optimizer.state_dict(),
+                "kl_controller": trainer.kl_ctl.state_dict(),
+                "rng": _rng_state(),
+                "shuffle_gen": trainer.shuffle_gen.get_state(),
+                "last_checkpoint_step": trainer.step,
+            }, tmp / STATE_FILE)
+            write_jsonl(trainer.history, tmp / PPO_LOG)
+            write_jsonl(trainer.samples, tmp / SAMPLES_FILE)
+            info = {"step": trainer.step, "use_lora": is_peft(policy), "config": dataclasses.asdict(trainer.cfg),
+                    "value_head": "linear head on the policy's last hidden state", "saved_at": time.time()}
+            write_json(tmp / PPO_INFO, info)  # last: marks a complete checkpoint
+
+        atomic_dir(out_dir, write)
+    acc.wait_for_everyone()
+    trainer.out_dir, trainer.last_checkpoint_step = out_dir, trainer.step
+    return out_dir
+
+
+def _load_policy_weights(policy: Any, path: Path) -> None:
+    """Load the weights saved by ``save_pretrained`` into ``policy`` in place (full model or LoRA adapters)."""
+    from safetensors.torch import load_file
+
+    if is_peft(policy):
+        from peft import set_peft_model_state_dict
+
+        file = path / "adapter_model.safetensors"
+        if not file.exists():
+            raise FileNotFoundError(f"{file} missing: the checkpoint holds no LoRA adapters (was use_lora off?)")
+        set_peft_model_state_dict(policy, load_file(str(file)))
+        return
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"No model*.safetensors in {path} (a LoRA checkpoint needs use_lora=True)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = policy.load_state_dict(state, strict=False)
+    # tied weights (lm_head = embeddings) are saved once: a missing key is fine if it shares storage
+    own = policy.state_dict(keep_vars=True)
+    loaded_ptrs = {own[k].data_ptr() for k in state if k in own}
+    really_missing = [k for k in missing if own[k].data_ptr() not in loaded_ptrs]
+    if unexpected or really_missing:
+        raise ValueError(f"Checkpoint {path} does not match the policy: missing {really_missing[:5]}, "
+                         f"unexpected {list(unexpected)[:5]}")
+
+
+def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
+    """Restore policy, value head, optimizer, KL controller, step, RNG states, log and samples from
+    ``out_dir`` into ``trainer``; returns the restored step.
+
+    The trainer state is read first, with ``torch.load(weights_only=True)``: a file holding anything but
+    tensors and plain values (a pickled object) is refused (``pickle.UnpicklingError``) before anything changes.
+    """
+    from safetensors.torch import load_file
+
+    path = _complete_checkpoint(Path(out_dir))
+    if path is None:
+        raise FileNotFoundError(f"No PPO checkpoint in {out_dir} ({PPO_INFO} missing)")
+    info = read_json(path / PPO_INFO)
+    if info.get("use_lora") != is_peft(trainer.policy):
+        raise ValueError(f"Checkpoint {path} has use_lora={info.get('use_lora')} but the policy "
+                         f"{'is' if is_peft(trainer.policy) else 'is not'} a LoRA model.")
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    saved_cfg = info.get("config", {})
+    now_cfg = dataclasses.asdict(trainer.cfg)
+    changed = [k for k in now_cfg if k not in ("total_updates", "save_every", "sample_every")
+               and k in saved_cfg and saved_cfg[k] != now_cfg[k]]
+    if changed:
+        _say(trainer, f"note: resuming {path} saved with different settings ({', '.join(changed)}); the new ones "
+                      "apply from here. Pass resume=False to start over.")
+    _load_policy_weights(trainer.policy, path)
+    vh = load_file(str(path / VALUE_HEAD_FILE))
+    trainer.value_head.load_state_dict({k: v.to(trainer.value_head.linear.weight.dtype) for k, v in vh.items()})
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.kl_ctl.load_state_dict(state["kl_controller"])
+    _set_rng_state(state["rng"])
+    trainer.shuffle_gen.set_state(state["shuffle_gen"])
+    trainer.step = int(state["step"])
+    trainer.out_dir, trainer.last_checkpoint_step = Path(out_dir), trainer.step
+    trainer.history, trainer.samples = ([] if not (path / f).exists() else read_records(path / f)
+                                        for f in (PPO_LOG, SAMPLES_FILE))
+    return trainer.step
+
+
+def load_ppo_policy(path: str | Path, device: str | None = None) -> PreTrainedModel:
+    """The trained policy of a PPO checkpoint as a plain causal LM (LoRA: the ``merged/`` copy, or the
+    adapters applied to their base), on ``device`` (default: :func:`~rlhf_helpers.core.loading.precision`'s)."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if (path / "adapter_config.json").exists():
+        if (path / "merged").exists():
+            model = AutoModelForCausalLM.from_pretrained(str(path / "merged"))
+        else:
+            from peft import AutoPeftModelForCausalLM
+
+            model = AutoPeftModelForCausalLM.from_pretrained(str(path)).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path))
+    return model.to(device or precision().device).eval()
+
+
+# =====================================================================================================
+# Entry points for the notebook
+# =====================================================================================================
+def train_ppo(
+    policy: PreTrainedModel,
+    ref_policy: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    reward_source: Any,
+    prompts: Sequence[str],
+    cfg: PPOConfig,
+    out_dir: str | Path | None = None,
+    callbacks: Iterable[ppo.Callback | Callable[[dict[str, Any]], None]] | None = None,
+    resume: bool = True,
+    extra_metrics: Mapping[str, ppo.ExtraMetric] | None = None,
+    progress: bool = True,
+) -> ppo.PPOResult:
+    """:func:`rlhf_helpers.ppo.train_ppo` as the notebook runs it.
+
+    ``out_dir``: checkpoint directory (a :class:`Checkpoint` callback: every ``cfg.save_every`` updates and at
+    the end; resumed from when ``resume``); ``None`` = keep nothing on disk. ``callbacks``: default = live plot
+    (Jupyter) + printed samples; ``[]`` for none. Raises :class:`~rlhf_helpers.ppo.PPODivergenceError` (with
+    ``.result``) on NaN or runaway KL.
+    """
+    cbs = default_callbacks() if callbacks is None else list(callbacks)
+    if out_dir is not None:
+        cbs.append(Checkpoint(out_dir, resume=resume))
+    return ppo.train_ppo(policy, ref_policy, tokenizer, reward_source, prompts, cfg, callbacks=cbs,
+                           extra_metrics=extra_metrics, progress=progress)
+
+
+def beta_sweep(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    reward_source: Any,
+    prompts: Sequence[str],
+    cfg: PPOConfig,
+    betas: Sequence[float],
+    ref_policy: PreTrainedModel | None = None,
+    extra_metrics: Mapping[str, ppo.ExtraMetric] | None = None,
+    callbacks: Callable[[float], Iterable[ppo.Callback | Callable]] | None = None,
+    keep_policies: bool = False,
+    progress: bool = True,
+) -> dict[float, ppo.PPOResult]:
+    """Several short runs from the same starting ``policy`` (it is copied, never changed), one per fixed
+    beta (``kl_coef``), all against the same frozen reference (a frozen copy of ``policy`` unless given).
+
+    ``extra_metrics`` are logged every update (e.g. ``{"gold": judge.gold_scores}`` -> ``objective/gold``).
+    A run that diverges (NaN, KL > ``cfg.max_kl``) keeps its history with ``result.stopped`` set.
+    ``callbacks(beta)`` may return callbacks per run (default: none). Returns ``{beta: PPOResult}``;
+    ``result.policy`` is None unless ``keep_policies``.
+    """
+    ref = ref_policy if ref_policy is not None else frozen_copy(policy)
+    results: dict[float, ppo.PPOResult] = {}
+    for beta in betas:
+        run_cfg = dataclasses.replace(cfg, kl_coef=float(beta), adaptive_kl=False)
+        run_policy = copy.deepcopy(policy)
+        cbs = list(callbacks(beta)) if callbacks else []
+        if progress:
+            print(f"--- beta = {beta:g} ---")
+        try:
+            result = ppo.train_ppo(run_policy, ref, tokenizer, reward_source, prompts, run_cfg, callbacks=cbs,
+                                     extra_metrics=extra_metrics, progress=progress)
+        except ppo.PPODivergenceError as e:
+            print(f"beta = {beta:g}: {e}")
+            result = e.result
+        if not keep_policies:
+            result.policy = result.value_head = None
+            del run_policy
+        results[float(beta)] = result
+    return results
+
+
+def sweep_summary(results: Mapping[float, ppo.PPOResult], keys: Sequence[str] | None = None,
+                  last: int = 5) -> pd.DataFrame:
+    """One row per beta: the mean of each key over the last ``last`` updates, and whether the run stopped."""
+    import pandas as pd
+
+    keys = keys or ["objective/scores", "objective/kl", "objective/rlhf_reward"]
+    rows = []
+    for beta, res in results.items():
+        extra = [k for k in (res.history[-1] if res.history else {}) if k.startswith("objective/")
+                 and k not in keys and k not in DEFAULT_SUMMARY_SKIP]
+        row: dict[str, Any] = {"beta": beta, "updates": len(res.history)}
+        row.update({k: res.final(k, last) for k in [*keys, *extra]})
+        row["stopped"] = res.stopped or ""
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def save_beta_sweep(results: Mapping[float, Any], paths: Paths) -> Path:
@@ -40,3 +434,89 @@ def load_ppo_logs(paths: Paths) -> dict[str, list[dict[str, Any]]]:
         for r in read_records(sweep):
             runs.setdefault(f"sweep beta={r['beta']:g}", []).append(r)
     return runs
+
+
+# =====================================================================================================
+# Plots
+# =====================================================================================================
+def plot_history(history: Sequence[Mapping[str, Any]], keys: Sequence[str] = DEFAULT_PLOT_KEYS,
+                 ncols: int = 3, title: str = "") -> plt.Figure:
+    """One small panel per metric over the update step."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for r in history)] or list(keys[:1])
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        xs, ys = series(history, "step", key)
+        if xs:
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_beta_sweep(results: Mapping[float, ppo.PPOResult],
+                    keys: Sequence[str] = ("objective/scores", "objective/gold", "objective/kl"),
+                    title: str = "") -> plt.Figure:
+    """One panel per metric, one line per beta (e.g. proxy reward up, gold down, KL up as beta -> 0)."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for res in results.values() for r in res.history)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    betas = sorted(results)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for i, beta in enumerate(betas):
+            xs, ys = series(results[beta].history, "step", key)
+            if xs:
+                ax.plot(xs, ys, color=cmap(i / max(1, len(betas) - 1)), label=f"beta={beta:g}")
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("update")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# =====================================================================================================
+# The course's stages for PPO
+# =====================================================================================================
+@dataclass
+class PPOStages:
+    """What PPO needs from the earlier notebooks."""
+
+    policy: Any
+    ref_policy: Any
+    tokenizer: Any
+    reward_source: Any
+    prompts: list[str]
+    cfg: PPOConfig
+    out_dir: Path
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for :func:`train_ppo`."""
+        return {"policy": self.policy, "ref_policy": self.ref_policy, "tokenizer": self.tokenizer,
+                "reward_source": self.reward_source, "prompts": self.prompts, "cfg": self.cfg,
+                "out_dir": self.out_dir}
+
+
+def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PPOStages:
+    """Policy = the ``sft_full`` checkpoint (float32: accelerate handles mixed precision), reference = a
+    frozen copy of it, reward = ``reward.load_reward_source(profile)`` unless given, prompts = the unique
+    preference-train prompts of ``data_prep.load_prepared(profile)``; out_dir = ``checkpoints/ppo``."""
+    policy, tokenizer = load_model(profile.paths.require("sft_full"), "float32")
+    if reward_source is None:
+        from . import reward
+
+        reward_source = reward.load_reward_source(profile)
+    prompts = list(dict.fromkeys(data_prep.load_prepared(profile).preferences["train"]["prompt"]))
+    return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, prompts, profile.ppo,
+                     profile.paths.checkpoint("ppo"))

@@ -51,7 +51,6 @@ keyword-stuffed and off-topic answers, scored by the reward model and by the gol
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import tempfile
@@ -63,8 +62,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import judge
 from .core import artifacts, chat, loading
-from .core.artifacts import STAGES
-from .core.config import Profile, QLoRAConfig, RewardConfig
+from .core.artifacts import LOG_HISTORY, REWARD_INFO, STAGES
+from .core.config import Profile, RewardConfig
+from .sft_full import MERGED
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,8 +73,6 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-INFO_FILE = "reward_info.json"  # normalisation stats, settings, results; written last (marks a complete checkpoint)
-LOG_HISTORY = "log_history.json"  # the trainer's log history
 PAD_TOKEN = chat.PAD_TOKEN
 
 
@@ -110,14 +108,17 @@ def backbone_source(profile: Profile, base: str | None = None) -> str | Path:
     base = base or profile.reward.base
     if base in STAGES:
         path = profile.paths.require(base)
-        merged = path / "merged"  # a QLoRA stage keeps its full model there
+        merged = path / MERGED  # a QLoRA stage keeps its full model there
         return merged if merged.is_dir() else path
     return base
 
 
 def load_reward_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     """The backbone's tokenizer with the course's chat template, an EOS (encoders without one use their SEP/CLS
-    token) and a pad token *different from* EOS (``<|pad|>`` is added where pad == eos, as for gpt2)."""
+    token) and a pad token *different from* EOS (``<|pad|>`` is added where pad == eos, as for gpt2).
+
+    Not :func:`rlhf_helpers.core.loading.load_tokenizer`: its chat template needs an EOS, which an encoder
+    gets only here, before the template is applied."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(source))
@@ -204,7 +205,7 @@ class RewardModelSource:
         self.normalization = normalization
         self.normalize = normalize
         self.batch_size = batch_size
-        self.max_length = max_length or _position_limit(model)
+        self.max_length = max_length or model.config.max_position_embeddings  # GPT-2: n_positions (attribute_map)
         self.name = name
         self.num_truncated = 0
 
@@ -254,14 +255,6 @@ class RewardModelSource:
         if self.normalize and self.normalization is not None:
             scores = self.normalization.apply(scores)
         return scores
-
-
-def _position_limit(model: Any) -> int:
-    for name in ("n_positions", "max_position_embeddings"):
-        value = getattr(model.config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 1024
 
 
 def fit_normalization(source: RewardModelSource, prompts: Sequence[str], references: Sequence[str],
@@ -383,32 +376,13 @@ def build_trainer(
     if margin and "margin" not in train.column_names:
         raise ValueError("use_margin=True needs a 'margin' column (reward.add_gold_margins adds one)")
     args = TrlRewardConfig(
-        output_dir=str(output_dir or tempfile.mkdtemp(prefix="reward-trainer-")),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_train_batch_size,
-        per_device_eval_batch_size=cfg.per_device_train_batch_size,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type,
-        warmup_steps=cfg.warmup_ratio,  # a float < 1 is a fraction of max_steps (transformers 5)
-        weight_decay=cfg.weight_decay,
-        max_length=cfg.max_length,
+        **loading.trainer_kwargs(cfg, output_dir or tempfile.mkdtemp(prefix="reward-trainer-"), progress),
         center_rewards_coefficient=cfg.center_rewards_coefficient,
         eval_strategy="steps" if eval_pairs is not None else "no",
-        eval_steps=cfg.eval_steps,
-        logging_steps=cfg.logging_steps,
-        save_strategy="no",
-        report_to="none",
-        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        dataloader_num_workers=0,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        disable_tqdm=not progress,
-        **loading.precision().trainer_flags(),
     )
     peft_config = None
     if cfg.use_lora:
-        qcfg = QLoRAConfig(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0)
-        peft_config = loading.lora_config(qcfg, model, task_type="SEQ_CLS")
+        peft_config = loading.lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, model=model, task_type="SEQ_CLS")
     with loading.quiet_datasets():
         return RewardTrainer(
             model=model,
@@ -598,15 +572,15 @@ def save_reward_model(
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         artifacts.write_json(tmp / LOG_HISTORY, list(history))
-        artifacts.write_json(tmp / INFO_FILE, {"normalization": asdict(normalization) if normalization else None,
-                                          **(info or {})})
+        artifacts.write_json(tmp / REWARD_INFO, {"normalization": asdict(normalization) if normalization else None,
+                                                 **(info or {})})
 
     return artifacts.atomic_dir(directory, write)
 
 
 def read_reward_info(directory: str | Path) -> dict[str, Any]:
     """``reward_info.json`` of a saved reward model."""
-    return json.loads((Path(directory) / INFO_FILE).read_text())
+    return artifacts.read_json(Path(directory) / REWARD_INFO)
 
 
 def load_reward_model(directory: str | Path, normalize: bool = True, device: str | None = None,
@@ -616,8 +590,8 @@ def load_reward_model(directory: str | Path, normalize: bool = True, device: str
     from transformers import AutoModelForSequenceClassification
 
     directory = Path(directory)
-    if not (directory / INFO_FILE).exists():
-        raise FileNotFoundError(f"{directory}: no {INFO_FILE}; not a complete reward model (run notebook 04)")
+    if not (directory / REWARD_INFO).exists():
+        raise FileNotFoundError(f"{directory}: no {REWARD_INFO}; not a complete reward model (run notebook 04)")
     info = read_reward_info(directory)
     tokenizer = load_reward_tokenizer(directory)
     with loading.quiet_transformers():
@@ -758,16 +732,6 @@ class WordFrequencyReward(_Programmatic):
         return sum(w in self.targets for w in words) / len(words) if words else 0.0
 
 
-class GoldJudgeReward(_Programmatic):
-    """The gold judge itself as a reward (in [0, 1]): an *oracle* reward, for comparison runs only -- real RLHF
-    never has it."""
-
-    name = "gold_judge"
-
-    def score_one(self, prompt: str, response: str) -> float:
-        return judge.gold_score(prompt, response)
-
-
 class WeightedSum:
     """``sum_i w_i * source_i.score(prompts, responses)``; ``components(...)`` gives the parts."""
 
@@ -846,7 +810,7 @@ def fool_variants(prompt: str, reference: str, other_reference: str) -> dict[str
     """Answers that try to game a reward model, built from a good ``reference`` answer to ``prompt``:
     longer (two answers joined), repeated three times, flattering, polite but empty, keyword-stuffed (the
     answer's longest words, repeated), and an off-topic answer (``other_reference``, written for another prompt)."""
-    words = sorted(set(_words(reference)) - judge.STOPWORDS, key=len, reverse=True)[:4] or ["answer"]
+    words = sorted(set(_words(reference)) - judge.STOPWORDS, key=lambda w: (-len(w), w))[:4] or ["answer"]
     return {
         "reference": reference,
         "longer (two answers)": f"{reference} {other_reference}",
@@ -888,24 +852,17 @@ def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequenc
 
 # ============================================================================================ plots
 def plot_training(history: Sequence[Mapping[str, float]]) -> Figure:
-    """Loss and pairwise accuracy over training steps (train: every ``logging_steps``; eval: every ``eval_steps``)."""
+    """Loss and pairwise accuracy over training steps: ``loss``/``accuracy`` on the training batches (every
+    ``logging_steps``), ``eval_loss``/``eval_accuracy`` on the held-out pairs (every ``eval_steps``)."""
     import matplotlib.pyplot as plt
 
+    from .core.plots import plot_curves
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    for ax, (train_key, eval_key, title) in zip(
-            axes, (("loss", "eval_loss", "Bradley-Terry loss"), ("accuracy", "eval_accuracy", "pairwise accuracy")),
-            strict=True):
-        for key, label in ((train_key, "train (batch)"), (eval_key, "held-out")):
-            pts = [(r["step"], r[key]) for r in history if key in r and "step" in r]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, marker="o" if key == eval_key else None, ms=3, label=label)
-        ax.set(title=title, xlabel="step")
-        ax.grid(alpha=0.3)
-        ax.legend()
+    plot_curves(history, ["loss", "eval_loss"], title="Bradley-Terry loss", ax=axes[0])
+    plot_curves(history, ["accuracy", "eval_accuracy"], title="pairwise accuracy", ax=axes[1])
     axes[0].axhline(math.log(2), color="gray", ls=":", lw=1)  # the loss of a constant score: log 2
     axes[1].axhline(0.5, color="gray", ls=":", lw=1)  # chance
-    fig.tight_layout()
     return fig
 
 
@@ -949,7 +906,7 @@ def plot_fool(table: pd.DataFrame) -> Figure:
 
 
 __all__ = [
-    "GoldJudgeReward", "HubClassifierSource", "LengthReward", "LexiconSentimentReward", "Normalization",
+    "HubClassifierSource", "LengthReward", "LexiconSentimentReward", "Normalization",
     "PolitenessReward", "RepetitionPenalty", "RewardModelSource", "RewardRun", "RewardSource", "WeightedSum",
     "WordFrequencyReward", "accuracy_by_group", "accuracy_table", "add_gold_margins", "backbone_source",
     "build_trainer", "fit_normalization", "fool_table", "fool_variants", "gold_agreement", "load_backbone",

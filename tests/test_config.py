@@ -1,12 +1,18 @@
-"""Profiles, paths and the toy RLHF objective."""
+"""Profiles: the per-stage dataclasses, their documented defaults, the shared training schedule, TRL's names."""
 
 import dataclasses
 
-import numpy as np
 import pytest
 
-from rlhf_helpers import config, objective
-from rlhf_helpers.config import MissingStageError, Paths, get_profile
+from rlhf_helpers.core import config
+from rlhf_helpers.core.config import (
+    PPOConfig,
+    QLoRAConfig,
+    RewardConfig,
+    SFTConfig,
+    TrainSchedule,
+    get_profile,
+)
 
 
 def test_profile_resolution_order(monkeypatch):
@@ -40,35 +46,31 @@ def test_profiles_differ_where_they_should():
     assert [r["profile"] for r in config.profiles_table()] == list(config.PROFILE_NAMES)
 
 
-def test_paths_env_override_and_missing_stage(tmp_path, monkeypatch):
-    monkeypatch.setenv("RLHF_OUTPUT_DIR", str(tmp_path / "out"))
-    paths = Paths()
-    assert paths.checkpoint("sft_full") == tmp_path / "out" / "checkpoints" / "sft_full"
-    with pytest.raises(MissingStageError, match="Run notebooks/02_sft_full.ipynb first"):
-        paths.require("sft_full")
-    with pytest.raises(MissingStageError, match="01_data_preparation"):
-        paths.require("data")
-    paths.checkpoint("sft_full").mkdir(parents=True)
-    (paths.checkpoint("sft_full") / "config.json").write_text("{}")
-    assert paths.require("sft_full") == paths.checkpoint("sft_full")
-    assert paths.plot("x.png").parent.is_dir() and paths.result("t.csv").parent.is_dir()
+def test_the_trainers_share_one_schedule_and_override_only_defaults():
+    shared = {f.name for f in dataclasses.fields(TrainSchedule)}
+    for cls in (SFTConfig, QLoRAConfig, RewardConfig):
+        assert issubclass(cls, TrainSchedule) and shared <= {f.name for f in dataclasses.fields(cls)}
+    assert SFTConfig().learning_rate != QLoRAConfig().learning_rate  # each stage keeps its own tuned default
+    assert RewardConfig().lr_scheduler_type == "linear" and SFTConfig().lr_scheduler_type == "cosine"
 
 
-def test_optimal_policy_maximises_the_objective():
-    rng = np.random.default_rng(0)
-    ref = rng.dirichlet(np.ones(6))
-    rewards = rng.normal(size=6)
-    for beta in (0.1, 1.0, 5.0):
-        best = objective.objective(objective.optimal_policy(ref, rewards, beta), ref, rewards, beta)
-        for _ in range(200):  # no random policy does better than the closed form
-            other = rng.dirichlet(np.ones(6))
-            assert objective.objective(other, ref, rewards, beta) <= best + 1e-9
+def test_ppo_settings_carry_trl_names():
+    names = {f.name for f in dataclasses.fields(PPOConfig)}
+    assert {"kl_coef", "num_ppo_epochs", "response_length", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam",
+            "whiten_rewards", "missing_eos_penalty", "adam_epsilon"} <= names
+    assert not names & {"init_kl_coef", "ppo_epochs", "max_new_tokens", "adam_eps"}
 
 
-def test_beta_sweep_trades_reward_for_kl():
-    ref = np.array([0.5, 0.3, 0.2])
-    sweep = objective.beta_sweep(ref, np.array([0.0, 1.0, 2.0]), np.array([10.0, 1.0, 0.1]))
-    assert np.all(np.diff(sweep["reward"]) > 0) and np.all(np.diff(sweep["kl"]) > 0)
-    assert objective.kl_divergence(ref, ref) == pytest.approx(0.0)
-    with pytest.raises(ValueError, match="beta must be > 0"):
-        objective.optimal_policy(ref, np.zeros(3), 0.0)
+def test_ppo_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="batch_size .* multiple of mini_batch_size"):
+        PPOConfig(batch_size=10, mini_batch_size=4)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        PPOConfig(mini_batch_size=8, gradient_accumulation_steps=3)
+    with pytest.raises(ValueError, match="sweep_betas"):
+        PPOConfig(sweep_betas=[0.1, -0.01])
+    with pytest.raises(ValueError, match="sweep_prompts"):
+        PPOConfig(sweep_prompts=0)
+    with pytest.raises(ValueError, match="short_run_learning_rate"):
+        dataclasses.replace(PPOConfig(), short_run_learning_rate=0.0)  # replace() checks too
+    for name in ("tiny", "colab", "cpu"):  # every profile's PPO settings (notebook 05's sweep included) are valid
+        assert get_profile(name).ppo.batch_size > 0

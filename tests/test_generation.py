@@ -1,4 +1,4 @@
-"""rlhf_helpers.generation: EOS, max_new_tokens, left padding, seeding, restored state, GenerationBatch."""
+"""core.generation: EOS, max_new_tokens, left padding, seeding, restored state, GenerationBatch; log-probs and KL."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from rlhf_helpers.config import GenerationConfig
-from rlhf_helpers.generation import generate, generate_ids
-from rlhf_helpers.models import format_prompt
+from rlhf_helpers.core.chat import format_prompt
+from rlhf_helpers.core.config import GenerationConfig
+from rlhf_helpers.core.generation import generate, generate_ids
 
 PROMPTS = ["Hi", "Tell me about the moon.", "How do I use garlic for cooking? Please explain in detail, with steps."]
 GREEDY = GenerationConfig(max_new_tokens=10, batch_size=8)
@@ -160,11 +160,10 @@ def test_peft_wrapped_model_generates_like_its_base(sharp_model, tiny_tokenizer)
     """A fresh LoRA wrap (lora_B = 0) must not change greedy outputs; PeftModel.generate takes our kwargs."""
     from peft import get_peft_model
 
-    from rlhf_helpers.config import QLoRAConfig
-    from rlhf_helpers.models import lora_config
+    from rlhf_helpers.core.loading import lora_config
 
     base = generate(sharp_model, tiny_tokenizer, PROMPTS, GREEDY, progress=False)
-    peft_model = get_peft_model(sharp_model, lora_config(QLoRAConfig(lora_r=4), sharp_model))
+    peft_model = get_peft_model(sharp_model, lora_config(4, 32, 0.05, model=sharp_model))
     assert generate(peft_model, tiny_tokenizer, PROMPTS, GREEDY, progress=False) == base
 
 

@@ -1,4 +1,5 @@
-"""Tests of the gold judge (rlhf_helpers.judge): one hand-made case per criterion, robustness, grading."""
+"""Tests of the gold judge (rlhf_helpers.judge): one hand-made case per criterion, robustness, grading; the
+judges behind the reward-source interface (GoldJudge, HubJudge, load_judge)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 import pytest
 
 from rlhf_helpers import judge
-from rlhf_helpers.config import REPO_ROOT
+from rlhf_helpers.core.artifacts import REPO_ROOT
 from rlhf_helpers.judge import CRITERIA, gold_breakdown, gold_score, gold_scores, infer_topic
 
 PROMPT = "How do I cook fluffy rice?"
@@ -172,7 +173,7 @@ def test_type_and_length_errors():
 # --- the judge produced the committed preferences ---------------------------------------------------
 
 def test_judge_orders_every_clean_pair_and_reverses_every_noisy_one():
-    from rlhf_helpers.course_data import MIN_MARGIN
+    from rlhf_helpers.course_dataset import MIN_MARGIN
 
     path = REPO_ROOT / "data" / "preferences.jsonl"
     pairs = [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
@@ -182,3 +183,55 @@ def test_judge_orders_every_clean_pair_and_reverses_every_noisy_one():
             assert margin <= -MIN_MARGIN, f"noisy pair {i} is not reversed ({margin:.3f})"
         else:
             assert margin >= MIN_MARGIN, f"clean pair {i} ({r['failure']}) has margin {margin:.3f}"
+
+
+# --- as reward sources ------------------------------------------------------------------------------
+
+def test_gold_judge_scores_are_the_gold_scores_as_a_float32_tensor():
+    import torch
+
+    prompts, answers = [PROMPT, PROMPT, "Tell me about soil."], [GOOD, "Ugh, no.", ""]
+    scores = judge.GoldJudge().score(prompts, answers)
+    assert judge.GoldJudge.name == "gold judge"
+    assert scores.dtype == torch.float32 and scores.shape == (3,)
+    assert scores.tolist() == pytest.approx(gold_scores(prompts, answers))
+    assert torch.equal(scores, torch.tensor(gold_scores(prompts, answers), dtype=torch.float32))
+
+
+def test_load_judge_picks_gold_on_the_course_data_and_a_hub_judge_elsewhere():
+    import dataclasses
+
+    from rlhf_helpers.core.config import get_profile
+
+    tiny, colab = get_profile("tiny"), get_profile("colab")
+    assert tiny.eval.judge == "auto" and isinstance(judge.load_judge(tiny), judge.GoldJudge)  # the course data
+    hub = judge.load_judge(colab)  # a Hub dataset: the stronger judge, named, not loaded until it scores
+    assert isinstance(hub, judge.HubJudge)
+    assert hub.name == colab.eval.hub_judge and hub.batch_size == colab.eval.batch_size
+
+    def choosing(profile, choice):
+        return dataclasses.replace(profile, eval=dataclasses.replace(profile.eval, judge=choice))
+
+    assert isinstance(judge.load_judge(choosing(colab, "gold")), judge.GoldJudge)
+    named = judge.load_judge(choosing(tiny, "org/judge-rm"))  # a model name: that Hub judge, on any data
+    assert isinstance(named, judge.HubJudge) and named.name == "org/judge-rm"
+
+
+def test_hub_judge_scores_prompt_answer_pairs_with_a_sequence_classifier(tmp_path, tiny_tokenizer):
+    """The Colab judge: any sequence-classification reward model reading (prompt, answer) pairs; a tiny local
+    one here."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    prompts = ["How do I cook pasta?", "Tell me about soil.", "What is a comet?"]
+    answers = ["Boil the pasta in salted water.", "Ugh, no.", "Water it."]
+    cfg = GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=1, n_head=2, num_labels=1,
+                     pad_token_id=tiny_tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    GPT2ForSequenceClassification(cfg).save_pretrained(tmp_path / "judge")
+    tiny_tokenizer.save_pretrained(tmp_path / "judge")
+    hub = judge.HubJudge(str(tmp_path / "judge"), batch_size=1, device="cpu")
+    scores = hub.score(prompts, answers)
+    assert scores.shape == (3,) and scores.dtype == torch.float32 and torch.isfinite(scores).all()
+    assert torch.allclose(hub.score(prompts, answers), scores)
+    assert hub.score([], []).shape == (0,)

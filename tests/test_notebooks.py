@@ -1,4 +1,4 @@
-"""The notebook harness, and every course notebook executed in order on the tiny profile.
+"""Every course notebook executed in order on the tiny profile, and the bars the course run must meet.
 
 The course notebooks share one temporary output root, so each finds the artifacts of the ones before it,
 exactly as in ``make course``. They run last (see ``conftest.py``): they are the slowest tests.
@@ -8,38 +8,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
-from rlhf_helpers.config import REPO_ROOT, STAGE_NOTEBOOK, Paths
-from rlhf_helpers.notebooks import (
-    README_END,
-    README_START,
-    NotebookFailed,
-    NotebookRun,
-    course_notebooks,
-    execute_notebook,
-    timing_table,
-    update_readme,
-)
+from rlhf_helpers.core.artifacts import REPO_ROOT, STAGES, Paths
+from rlhf_helpers.runner import course_notebooks, execute_notebook
 
 NOTEBOOKS = course_notebooks()
-
-
-def _write(path: Path, *sources: str) -> Path:
-    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), str(path))
-    return path
-
-
-def test_harness_passes_profile_and_reports_failing_cell(tmp_path):
-    paths = Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data")
-    ok = _write(tmp_path / "ok.ipynb", "import os\nprint(os.environ['RLHF_PROFILE'], os.environ['RLHF_OUTPUT_DIR'])")
-    run = execute_notebook(ok, paths, profile="cpu")
-    text = nbformat.read(str(run.executed_copy), 4).cells[0].outputs[0]["text"]
-    assert text.split() == ["cpu", str(paths.root)] and run.seconds > 0
-    bad = _write(tmp_path / "bad.ipynb", "x = 1", "raise ValueError('broken on purpose')")
-    with pytest.raises(NotebookFailed, match=r"bad.ipynb failed(.|\n)*broken on purpose"):
-        execute_notebook(bad, paths)
-    assert (paths.executed_notebooks / "bad.ipynb").exists()  # partial copy kept for reading the traceback
 
 
 def test_notebooks_are_stored_clean_and_short():
@@ -66,9 +39,9 @@ def test_course_notebook_executes(notebook: Path, course_paths: Paths):
     errors = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     # the stage this notebook is responsible for left its artifacts where the next notebook looks
-    for stage, name in STAGE_NOTEBOOK.items():
-        if name == notebook.name and stage not in ("base", "eval"):
-            course_paths.require(stage)
+    for stage, spec in STAGES.items():
+        if spec.notebook == notebook.name:
+            course_paths.finished(stage)
 
 
 @pytest.mark.notebook
@@ -83,14 +56,3 @@ def test_course_ppo_beats_sft_on_heldout_prompts(course_paths: Paths):
     assert ppo["reward_mean"] > sft["reward_mean"]
     assert ppo["win_rate"] > 0.6 and ppo["win_low"] > 0.5, table[["win_rate", "win_low", "win_high"]]
     assert 0 < ppo["kl"] < 10  # it moved, on a leash
-
-
-def test_update_readme_replaces_only_the_results_section(tmp_path):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
-    runs = [NotebookRun("00_a.ipynb", 3.2, tmp_path), NotebookRun("01_b.ipynb", 10.0, tmp_path)]
-    update_readme("# Results\n## Rewards\n| m | x |\n![plot](../plots/p.png)", timing_table(runs), readme)
-    text = readme.read_text()
-    assert "\n### Results\n#### Rewards\n" in text  # nested under the README's own section heading
-    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
-    assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text

@@ -1,18 +1,16 @@
-"""rlhf_helpers.ppo: the math against plain loops, the KL controller, and short end-to-end runs on a tiny GPT-2."""
+"""rlhf_helpers.ppo: the math against plain loops, the KL controller, the callback hooks and short end-to-end
+runs on a tiny GPT-2. (Checkpoints, the sweep, plots and the course loader: test_ppo_runs.py, which reuses the
+helpers below.)"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 
 import pytest
 import torch
 
 from rlhf_helpers import ppo
-from rlhf_helpers.config import PPOConfig, get_profile
-from rlhf_helpers.data import old_dir
+from rlhf_helpers.core.config import PPOConfig
 
 PROMPTS = [f"Tell me about {w}." for w in ("pasta", "soil", "stars", "garlic", "moon", "seeds", "oven", "orbit",
                                           "compost", "bread", "galaxy", "roots", "salt", "comet", "water", "light")]
@@ -73,8 +71,8 @@ def target_ids(tokenizer, letter: str = "e") -> set[int]:
 
 
 def small_cfg(**kw) -> PPOConfig:
-    base = dict(total_updates=3, batch_size=16, mini_batch_size=8, ppo_epochs=2, max_new_tokens=8,
-                learning_rate=1e-3, init_kl_coef=0.05, missing_eos_penalty=None, save_every=1, sample_every=2)
+    base = dict(total_updates=3, batch_size=16, mini_batch_size=8, num_ppo_epochs=2, response_length=8,
+                learning_rate=1e-3, kl_coef=0.05, missing_eos_penalty=None, save_every=1, sample_every=2)
     base.update(kw)
     return PPOConfig(**base)
 
@@ -190,33 +188,18 @@ def test_adaptive_kl_controller_moves_beta_towards_the_target():
     restored = ppo.AdaptiveKLController(1.0, 6.0, 1000)
     restored.load_state_dict(ctl.state_dict())
     assert restored.value == ctl.value
-    fixed = ppo.make_kl_controller(PPOConfig(init_kl_coef=0.3, adaptive_kl=False))
+    fixed = ppo.make_kl_controller(PPOConfig(kl_coef=0.3, adaptive_kl=False))
     fixed.update(100.0, 100)
     assert fixed.value == 0.3
     assert isinstance(ppo.make_kl_controller(PPOConfig(adaptive_kl=True)), ppo.AdaptiveKLController)
-
-
-def test_config_errors_name_the_field():
-    with pytest.raises(ValueError, match="batch_size .* multiple of mini_batch_size"):
-        ppo.validate_config(PPOConfig(batch_size=10, mini_batch_size=4))
-    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        ppo.validate_config(PPOConfig(mini_batch_size=8, gradient_accumulation_steps=3))
-    with pytest.raises(ValueError, match="sweep_betas"):
-        ppo.validate_config(PPOConfig(sweep_betas=[0.1, -0.01]))
-    with pytest.raises(ValueError, match="sweep_prompts"):
-        ppo.validate_config(PPOConfig(sweep_prompts=0))
-    with pytest.raises(ValueError, match="short_run_learning_rate"):
-        ppo.validate_config(PPOConfig(short_run_learning_rate=0.0))
-    for name in ("tiny", "colab", "cpu"):  # every profile's PPO settings (notebook 05's sweep included) are valid
-        ppo.validate_config(get_profile(name).ppo)
 
 
 # ------------------------------------------------------------------------------------- end to end
 def test_reward_rises_while_kl_stays_bounded(make_tiny_model, tiny_tokenizer):
     torch.manual_seed(0)
     reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
-    cfg = small_cfg(total_updates=20, batch_size=32, ppo_epochs=2, max_new_tokens=16, learning_rate=3e-3,
-                    init_kl_coef=0.02)
+    cfg = small_cfg(total_updates=20, batch_size=32, num_ppo_epochs=2, response_length=16, learning_rate=3e-3,
+                    kl_coef=0.02)
     hist = run(make_tiny_model(), tiny_tokenizer, reward, cfg).history
     assert [r["step"] for r in hist] == list(range(1, 21))
     first = sum(r["objective/scores"] for r in hist[:5]) / 5
@@ -238,7 +221,7 @@ def test_reward_rises_while_kl_stays_bounded(make_tiny_model, tiny_tokenizer):
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_old_logprobs_match_the_training_forward(make_tiny_model, tiny_tokenizer, checkpointing):
     # one epoch, one minibatch, lr 0: the training forward must reproduce the rollout's log-probs exactly
-    cfg = small_cfg(total_updates=1, batch_size=8, mini_batch_size=8, ppo_epochs=1, learning_rate=0.0,
+    cfg = small_cfg(total_updates=1, batch_size=8, mini_batch_size=8, num_ppo_epochs=1, learning_rate=0.0,
                     gradient_checkpointing=checkpointing)
     rec = run(make_tiny_model(), tiny_tokenizer, ConstantReward(), cfg).history[0]
     assert rec["val/ratio"] == pytest.approx(1.0, abs=1e-5)
@@ -252,7 +235,7 @@ def test_missing_eos_penalty(make_tiny_model, tiny_tokenizer):
         model.transformer.ln_f.bias.zero_()
         model.transformer.ln_f.bias[0] = 1.0
         model.transformer.wte.weight[eos, 0] = 5.0
-    cfg = small_cfg(batch_size=16, max_new_tokens=4, missing_eos_penalty=2.0, init_kl_coef=0.0)
+    cfg = small_cfg(batch_size=16, response_length=4, missing_eos_penalty=2.0, kl_coef=0.0)
     trainer = ppo.PPOTrainerLite(model, None, tiny_tokenizer, ConstantReward(0.5), PROMPTS, cfg, callbacks=[],
                                  progress=False)
     ro = trainer.make_rollout(PROMPTS[:16], step=1)
@@ -270,66 +253,11 @@ def test_missing_eos_penalty(make_tiny_model, tiny_tokenizer):
     assert record["objective/scores"] < 0.5
 
 
-def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(make_tiny_model, tiny_tokenizer, tmp_path):
-    out = tmp_path / "ppo"
-    cfg = small_cfg(total_updates=5, save_every=1)
-    with pytest.raises(ppo.PPODivergenceError, match=r"update 3: the reward source returned NaN.*update 2\)") as e:
-        run(make_tiny_model(), tiny_tokenizer, ConstantReward(0.5, nan_on_call=3), cfg, out_dir=out)
-    assert e.value.checkpoint_step == 2 and len(e.value.result.history) == 2
-    assert json.loads((out / ppo.INFO_FILE).read_text())["step"] == 2
-    assert len((out / ppo.LOG_FILE).read_text().splitlines()) == 2
-    assert ppo.load_ppo_policy(out, device="cpu") is not None
-    assert not list(tmp_path.glob(".ppo.*"))  # no temporary directories left behind
-
-
-def test_a_save_interrupted_between_its_renames_resumes_from_the_old_copy(make_tiny_model, tiny_tokenizer, tmp_path):
-    out = tmp_path / "ppo"
-    reward = ConstantReward(0.5)
-    run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=2), out_dir=out)
-    os.replace(out, old_dir(out))  # the moment between "current -> .old" and "new -> current"
-    assert ppo.has_checkpoint(out) and not ppo.has_checkpoint(tmp_path / "other")
-    trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, small_cfg(total_updates=2),
-                                 callbacks=[], progress=False)
-    assert ppo.load_checkpoint(trainer, out) == 2 and len(trainer.history) == 2
-    with pytest.raises(FileNotFoundError, match="No PPO checkpoint"):
-        ppo.load_checkpoint(trainer, tmp_path / "other")
-
-
 def test_runaway_kl_stops_the_run(make_tiny_model, tiny_tokenizer):
-    cfg = small_cfg(total_updates=5, learning_rate=1e-2, max_kl=0.05, init_kl_coef=0.0)
+    cfg = small_cfg(total_updates=5, learning_rate=1e-2, max_kl=0.05, kl_coef=0.0)
     reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
     with pytest.raises(ppo.PPODivergenceError, match="runaway KL.*max_kl = 0.05.*no checkpoint was written"):
         run(make_tiny_model(), tiny_tokenizer, reward, cfg)
-
-
-def test_resume_continues_step_log_and_optimizer(make_tiny_model, tiny_tokenizer, tmp_path, capsys):
-    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
-    full = run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=3), out_dir=tmp_path / "a")
-    run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=2), out_dir=tmp_path / "b")
-
-    trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, small_cfg(total_updates=3),
-                                 out_dir=tmp_path / "b", callbacks=[], progress=False)
-    result = trainer.train(resume=True)
-    assert [r["step"] for r in result.history] == [1, 2, 3]
-    steps_per_update = 2 * 16 // 8  # ppo_epochs * minibatches
-    adam_steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
-    assert adam_steps == {3 * steps_per_update}  # the restored optimizer kept counting
-    # the resumed update is the very update the uninterrupted run made (same RNG, weights and Adam moments)
-    for key in ("objective/scores", "objective/kl", "loss/policy_avg", "loss/value_avg", "policy/approxkl_avg"):
-        assert result.history[2][key] == pytest.approx(full.history[2][key], rel=1e-4, abs=1e-6), key
-    def untimed(r):
-        return {k: v for k, v in r.items() if not k.startswith("time/")}
-
-    assert [untimed(r) for r in result.history[:2]] == [untimed(r) for r in full.history[:2]]  # the restored log
-    saved = [json.loads(line) for line in (tmp_path / "b" / ppo.LOG_FILE).read_text().splitlines()]
-    assert [r["step"] for r in saved] == [1, 2, 3]
-    # resuming a finished run does nothing more, and says so when the settings changed
-    capsys.readouterr()
-    again = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS,
-                               small_cfg(total_updates=3, learning_rate=5e-4), out_dir=tmp_path / "b",
-                               callbacks=[], progress=False).train()
-    assert len(again.history) == 3
-    assert "different settings (learning_rate)" in capsys.readouterr().out
 
 
 def test_gradient_accumulation_steps_the_optimizer_once_per_minibatch(make_tiny_model, tiny_tokenizer):
@@ -338,17 +266,16 @@ def test_gradient_accumulation_steps_the_optimizer_once_per_minibatch(make_tiny_
                                  callbacks=[], progress=False)
     trainer.train()
     adam_steps = {int(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
-    assert adam_steps == {cfg.ppo_epochs * cfg.batch_size // cfg.mini_batch_size}
+    assert adam_steps == {cfg.num_ppo_epochs * cfg.batch_size // cfg.mini_batch_size}
 
 
-def test_lora_policy_uses_the_adapter_free_model_as_reference(make_tiny_model, tiny_tokenizer, tmp_path):
+def test_lora_policy_uses_the_adapter_free_model_as_reference(make_tiny_model, tiny_tokenizer):
     torch.manual_seed(0)  # peft draws the LoRA A matrices from the global RNG
     model = make_tiny_model()
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = small_cfg(total_updates=3, use_lora=True, lora_r=4, lora_alpha=8, learning_rate=1e-2)
     reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
-    trainer = ppo.PPOTrainerLite(model, None, tiny_tokenizer, reward, PROMPTS, cfg, out_dir=tmp_path / "ppo",
-                                 callbacks=[], progress=False)
+    trainer = ppo.PPOTrainerLite(model, None, tiny_tokenizer, reward, PROMPTS, cfg, callbacks=[], progress=False)
     assert trainer.ref_policy is None and trainer.use_adapter_as_ref  # no copy of the model
     hist = trainer.train().history
     assert hist[0]["objective/kl"] == pytest.approx(0, abs=1e-5)  # adapters start as a no-op (LoRA B = 0)
@@ -357,69 +284,13 @@ def test_lora_policy_uses_the_adapter_free_model_as_reference(make_tiny_model, t
              if "lora_" not in k}
     assert after.keys() == base_before.keys()
     assert all(torch.equal(after[k], v) for k, v in base_before.items())  # the base weights stay frozen
-    assert (tmp_path / "ppo" / "adapter_config.json").exists() and (tmp_path / "ppo" / "merged").is_dir()
-
-
-def test_beta_sweep_logs_extra_metrics_and_leaves_the_policy_alone(make_tiny_model, tiny_tokenizer):
-    model = make_tiny_model()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
-    cfg = small_cfg(total_updates=2)
-    words = {"words": lambda prompts, responses: [float(len(r.split())) for r in responses]}
-    results = ppo.beta_sweep(model, tiny_tokenizer, reward, PROMPTS, cfg, betas=[0.0, 0.5],
-                             extra_metrics=words, progress=False)
-    assert set(results) == {0.0, 0.5}
-    for beta, res in results.items():
-        assert [r["objective/beta"] for r in res.history] == [beta, beta]
-        assert all("objective/words" in r for r in res.history) and res.policy is None
-        assert all("words" in s for s in res.samples)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    table = ppo.sweep_summary(results)
-    assert list(table["beta"]) == [0.0, 0.5] and "objective/words" in table.columns
-    fig = ppo.plot_beta_sweep(results, keys=("objective/scores", "objective/words", "objective/kl"))
-    assert len(fig.axes) == 3
-
-
-def test_checkpoint_never_overwrites_a_foreign_directory(make_tiny_model, tiny_tokenizer, tmp_path):
-    (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not a PPO checkpoint"):
-        run(make_tiny_model(), tiny_tokenizer, ConstantReward(), small_cfg(total_updates=1), out_dir=tmp_path)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
-
-
-def test_live_plot_is_a_no_op_outside_jupyter_and_plots_history():
-    assert not ppo.in_notebook()
-    history = [{"step": i, "objective/scores": i * 0.1, "objective/kl": 0.2 * i} for i in range(1, 5)]
-    cb = ppo.LivePlot(every=1)
-    cb.on_update(type("T", (), {"cfg": dataclasses.replace(PPOConfig(), total_updates=4), "history": history,
-                                "extra_metrics": {}})(), history[-1])
-    assert cb._handle is None
-    fig = ppo.plot_history(history, ["objective/scores", "objective/kl", "missing/key"])
-    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
-
-
-def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tmp_path):
-    from rlhf_helpers import data
-    from rlhf_helpers.config import MissingStageError, Paths, get_profile
-
-    profile = get_profile("tiny", paths=Paths(root=tmp_path, data_dir=course_data_dir))
-    with pytest.raises(MissingStageError, match="02_sft_full"):
-        ppo.load_course_stages(profile, reward_source=ConstantReward())
-    make_tiny_model().save_pretrained(profile.paths.checkpoint("sft_full"))
-    tiny_tokenizer.save_pretrained(profile.paths.checkpoint("sft_full"))
-    data.prepare_course_data(profile)
-    stages = ppo.load_course_stages(profile, reward_source=ConstantReward())
-    train_prompts = data.load_prepared(profile).preferences["train"]["prompt"]
-    assert stages.prompts == list(dict.fromkeys(train_prompts)) and len(set(stages.prompts)) == len(stages.prompts)
-    assert stages.ref_policy is not stages.policy and not any(p.requires_grad for p in stages.ref_policy.parameters())
-    assert stages.out_dir == profile.paths.checkpoint("ppo") and stages.cfg == profile.ppo
-    assert set(stages.kwargs()) >= {"policy", "ref_policy", "tokenizer", "reward_source", "prompts", "cfg"}
+    # (its checkpoint, adapters and merged model: test_ppo_runs.py)
 
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_value_detach_trunk_keeps_the_value_loss_out_of_the_policy(make_tiny_model, detach):
     policy = make_tiny_model()
-    model = ppo.PolicyWithValueHead(policy, ppo.ValueHead(policy.config.n_embd), detach_trunk=detach)
+    model = ppo.PolicyWithValueHead(policy, ppo.ValueHead(policy.config.hidden_size), detach_trunk=detach)
     torch.nn.init.normal_(model.value_head.linear.weight)  # a trained head (it starts at zero: no gradient yet)
     ids = torch.randint(3, 100, (2, 10))
     _, values = model(ids, torch.ones_like(ids), 4)
@@ -428,3 +299,37 @@ def test_value_detach_trunk_keeps_the_value_loss_out_of_the_policy(make_tiny_mod
     trunk = [p.grad for p in policy.parameters() if p.grad is not None and p.grad.abs().sum() > 0]
     assert bool(trunk) is not detach
     assert model.value_head.linear.weight.grad.abs().sum() > 0  # the head always learns
+
+
+class Recorder(ppo.Callback):
+    """Writes down which hook was called, in order, with the trainer's step at that moment."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def on_train_begin(self, trainer):
+        self.calls.append(("begin", trainer.step))
+
+    def on_samples(self, trainer, samples):
+        self.calls.append(("samples", trainer.step))
+        assert [s["step"] for s in samples] == [trainer.step] * trainer.cfg.num_samples
+
+    def on_update(self, trainer, record):
+        self.calls.append(("update", record["step"]))
+        assert trainer.history[-1] is record and trainer.step == record["step"]
+
+    def on_train_end(self, trainer):
+        self.calls.append(("end", trainer.step))
+
+
+def test_callback_hooks_run_in_order_and_nothing_is_saved_by_default(make_tiny_model, tiny_tokenizer, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rec, records = Recorder(), []
+    cfg = small_cfg(total_updates=3, batch_size=8, num_ppo_epochs=1, sample_every=2, num_samples=2)
+    result = ppo.train_ppo(make_tiny_model(), None, tiny_tokenizer, ConstantReward(), PROMPTS, cfg,
+                           callbacks=[rec, records.append], progress=False)  # a plain function works as a callback
+    assert rec.calls == [("begin", 0), ("samples", 1), ("update", 1), ("samples", 2), ("update", 2), ("update", 3),
+                         ("end", 3)]
+    assert records == result.history and result.out_dir is None
+    assert not list(tmp_path.iterdir())  # no checkpoint, no log: keeping the run is a callback's job (ppo_runs)

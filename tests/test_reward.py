@@ -18,8 +18,10 @@ import pandas as pd
 import pytest
 import torch
 
-from rlhf_helpers import models, reward
-from rlhf_helpers.config import REPO_ROOT, MissingStageError, ModelConfig, Paths, RewardConfig, get_profile
+from rlhf_helpers import judge, reward
+from rlhf_helpers.core import base_model, chat, loading
+from rlhf_helpers.core.artifacts import LOG_HISTORY, REPO_ROOT, MissingStageError, Paths
+from rlhf_helpers.core.config import ModelConfig, RewardConfig, get_profile
 
 FAILURES = ("refusal", "rude", "rambling", "repetitive", "vague")  # learnable from the answer alone
 
@@ -45,9 +47,9 @@ def pairs():
 
 @pytest.fixture(scope="module")
 def rm_tokenizer(pairs):
-    texts = [f"{models.HUMAN_PREFIX}{r['prompt']}{models.ASSISTANT_PREFIX} {r[k]}"
+    texts = [f"{chat.HUMAN_PREFIX}{r['prompt']}{chat.ASSISTANT_PREFIX} {r[k]}"
              for r in pairs[0] for k in ("chosen", "rejected")]
-    return models.train_tokenizer(texts, vocab_size=768, model_max_length=256)
+    return base_model.train_tokenizer(texts, vocab_size=768, model_max_length=256)
 
 
 RM_MODEL = ModelConfig(vocab_size=768, n_layer=2, n_head=2, n_embd=64, n_positions=256)
@@ -59,7 +61,7 @@ def _fresh_rm(tokenizer, seed: int = 0):
     """An untrained tiny GPT-2 with a fresh scalar head (GPT2ForSequenceClassification, num_labels=1)."""
     from transformers import GPT2ForSequenceClassification
 
-    lm = models.build_tiny_model(RM_MODEL, tokenizer, seed=seed)
+    lm = base_model.build_tiny_model(RM_MODEL, tokenizer, seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = GPT2ForSequenceClassification(dataclasses.replace(lm.config, num_labels=1))
@@ -93,7 +95,7 @@ def test_training_raises_heldout_accuracy_far_above_chance(trained, pairs):
 
 def test_reward_trainer_drops_long_pairs_and_we_count_them(pairs, rm_tokenizer):
     train = pairs[0].select(range(64))
-    lengths = [max(len(rm_tokenizer(models.format_example(rm_tokenizer, r["prompt"], r[k]))["input_ids"])
+    lengths = [max(len(rm_tokenizer(chat.format_example(rm_tokenizer, r["prompt"], r[k]))["input_ids"])
                    for k in ("chosen", "rejected")) for r in train]
     limit = sorted(lengths)[len(lengths) // 2]  # the median: about half the pairs are too long
     cfg = dataclasses.replace(RM_CFG, max_steps=1, max_length=limit)
@@ -108,7 +110,7 @@ def test_lora_option_trains_adapters_and_head_then_merges(pairs, rm_tokenizer):
     model = _fresh_rm(rm_tokenizer)
     cfg = dataclasses.replace(RM_CFG, max_steps=2, use_lora=True, lora_r=4)
     trainer = reward.build_trainer(model, rm_tokenizer, pairs[0].select(range(32)), cfg, progress=False)
-    trainable, total = models.count_parameters(trainer.model)
+    trainable, total = loading.parameter_counts(trainer.model)
     names = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
     assert trainable < total / 4 and any("lora_" in n for n in names) and any("score" in n for n in names)
     run = reward.train_reward_model(_fresh_rm(rm_tokenizer), rm_tokenizer, pairs[0].select(range(32)), cfg,
@@ -138,7 +140,7 @@ def test_scorer_sees_exactly_what_the_trainer_saw(trained, pairs):
     trainer = reward.build_trainer(run.model, tok, test, RM_CFG, progress=False)
     rows = [trainer.train_dataset[i] for i in range(len(test))]
     for row, rec in zip(rows, test, strict=True):
-        assert tok.decode(row["chosen_ids"]) == models.format_example(tok, rec["prompt"], rec["chosen"])
+        assert tok.decode(row["chosen_ids"]) == chat.format_example(tok, rec["prompt"], rec["chosen"])
         assert row["chosen_ids"][-1] == tok.eos_token_id
     batch = trainer.data_collator(rows)
     run.model.eval()
@@ -149,7 +151,7 @@ def test_scorer_sees_exactly_what_the_trainer_saw(trained, pairs):
     rejected = source.score(test["prompt"], test["rejected"])
     assert torch.allclose(torch.cat([chosen, rejected]), logits, atol=1e-5)
     # the same answers scored without the EOS get other scores: the convention matters
-    no_eos = [models.format_prompt(tok, p) + " " + c for p, c in zip(test["prompt"], test["chosen"], strict=True)]
+    no_eos = [chat.format_prompt(tok, p) + " " + c for p, c in zip(test["prompt"], test["chosen"], strict=True)]
     assert not torch.allclose(source.raw_scores_of_ids(tok(no_eos)["input_ids"]), chosen, atol=1e-3)
 
 
@@ -180,7 +182,7 @@ def test_tokenizer_with_pad_equal_to_eos_gets_its_own_pad(tmp_path, rm_tokenizer
     assert tok.pad_token_id != tok.eos_token_id and tok.pad_token == reward.PAD_TOKEN
     model = _fresh_rm(rm_tokenizer)
     model.config.pad_token_id = model.config.eos_token_id
-    bad = models.load_tokenizer(tmp_path)
+    bad = loading.load_tokenizer(tmp_path)
     assert bad.pad_token_id == bad.eos_token_id
     with pytest.raises(ValueError, match="pad token == eos"):
         reward.RewardModelSource(model, bad)
@@ -190,7 +192,7 @@ def test_trainer_dataset_joins_to_format_example(rm_tokenizer, pairs):
     ds = reward.trainer_dataset(pairs[1].select(range(3)), rm_tokenizer)
     assert ds.column_names == ["prompt", "chosen", "rejected"]
     for row, rec in zip(ds, pairs[1].select(range(3)), strict=True):
-        assert row["prompt"] + row["rejected"] == models.format_example(rm_tokenizer, rec["prompt"], rec["rejected"])
+        assert row["prompt"] + row["rejected"] == chat.format_example(rm_tokenizer, rec["prompt"], rec["rejected"])
     with pytest.raises(ValueError, match="chosen"):
         reward.trainer_dataset(pairs[1].remove_columns("chosen"), rm_tokenizer)
 
@@ -221,7 +223,7 @@ def test_save_and_load_round_trip(trained, pairs, tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["reward"]  # no temporary directory left behind
     info = reward.read_reward_info(target)
     assert info["normalization"]["n"] == 20 and info["score_max_length"] == 200
-    assert json.loads((target / reward.LOG_HISTORY).read_text()) == json.loads(json.dumps(run.history))
+    assert json.loads((target / LOG_HISTORY).read_text()) == json.loads(json.dumps(run.history))
     loaded = reward.load_reward_source(profile, device="cpu")
     assert isinstance(loaded, reward.RewardSource) and loaded.max_length == 200
     test = pairs[1].select(range(10))
@@ -334,7 +336,7 @@ def test_every_source_fits_the_interface(trained):
     run, _ = trained
     sources = [reward.RewardModelSource(run.model, run.tokenizer), reward.LengthReward(target=10),
                reward.LexiconSentimentReward(), reward.PolitenessReward(), reward.RepetitionPenalty(),
-               reward.WordFrequencyReward(["rice"]), reward.GoldJudgeReward()]
+               reward.WordFrequencyReward(["rice"]), judge.GoldJudge()]
     sources.append(reward.WeightedSum([(s, 1.0) for s in sources]))
     for s in sources:
         assert isinstance(s, reward.RewardSource) and isinstance(s.name, str)

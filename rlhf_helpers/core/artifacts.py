@@ -3,7 +3,8 @@
 * :class:`Paths` -- the output root (``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``) and the data folder
   (``$RLHF_DATA_DIR`` or ``<repo>/data``); every stage's checkpoint folder, result and plot files.
 * :data:`STAGES` -- the stage registry: which notebook makes each stage's artifacts (named in errors), the file
-  written last that marks a complete checkpoint, and its training-log file.
+  written last that marks a complete checkpoint, and its training-log file. (Notebook 06 trains nothing: its
+  tables and plots go to ``outputs/results`` and ``outputs/plots``.)
 * Atomic I/O -- :func:`atomic_dir` (a whole checkpoint folder), :func:`write_text` (one file; :func:`write_json`,
   :func:`write_jsonl` and every CSV/summary writer go through it), :func:`read_json`, :func:`read_records`.
   A reader never sees half a file: each write goes to a temporary name beside the target, then ``os.replace``.
@@ -51,7 +52,6 @@ STAGES: dict[str, Stage] = {
     "sft_qlora": Stage("03_sft_qlora.ipynb", TRAIN_INFO, LOG_HISTORY),
     "reward": Stage("04_reward_modeling.ipynb", REWARD_INFO, LOG_HISTORY),
     "ppo": Stage("05_ppo.ipynb", PPO_INFO, PPO_LOG),
-    "eval": Stage("06_evaluation.ipynb", "README.md"),
 }
 
 

@@ -123,6 +123,7 @@ class RewardConfig(TrainSchedule):
     per_device_train_batch_size: int = 32
     max_length: int = 160  # RewardTrainer *drops* longer pairs; we report how many
     lr_scheduler_type: str = "linear"  # TRL's default: linear decay to 0
+    optim: str = "adamw_torch_fused"  # transformers' default optimizer, which the reward model has always used
     base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
     use_margin: bool = False
     margin_scale: float = 1.0  # use_margin: margin = margin_scale * |gold(chosen) - gold(rejected)| (add_gold_margins)
@@ -148,14 +149,16 @@ class PPOConfig:
     batch_size: int = 64  # prompts per rollout (per process); tiny, 32 updates, seeds 0/1/2: gold win rate vs SFT
     # 0.63/0.64/0.54 with 64 prompts, 0.55/0.61/0.56 with 32 (less noisy gradients: fewer answers change for the worse)
     mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple
-    num_ppo_epochs: int = 4  # passes over each rollout batch (TRL: num_ppo_epochs)
+    num_ppo_epochs: int = 4  # passes over each rollout batch
     gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
-    response_length: int = 64  # response length limit of the rollouts (TRL: response_length); tiny: at 32 a good answer (~45-60 tokens) never
-    # fits, so the missing-EOS penalty teaches the policy to drop its last tip (an earlier SFT model: win rate 0.45 at 32, 0.68 at 64)
+    response_length: int = 64  # response length limit of the rollouts; tiny: at 32 a good answer (~45-60 tokens) never
+    # fits, so the missing-EOS penalty teaches the policy to drop its last tip (an earlier SFT model: win rate 0.45 at 32,
+    # 0.68 at 64)
     temperature: float = 0.7  # sampling temperature of the rollouts (log-probs use the same temperature); tiny: at 1.0
     # the 1M-parameter SFT model's samples are mostly word salad (gold 0.07 vs 0.23 greedy), too little signal
-    kl_coef: float = 0.1  # beta (TRL: kl_coef; the start value when adaptive_kl): weight of the per-token KL penalty -beta * (log pi - log pi_ref). tiny, batch 32:
-    # win rate 0.55-0.61 (KL 1.1-1.3) at 0.1, 0.56-0.59 (KL 0.5-0.7) at 0.2, 0.56 at 0.2 with 64 updates
+    kl_coef: float = 0.1  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref) (the start value when
+    # adaptive_kl). tiny, batch 32: win rate 0.55-0.61 (KL 1.1-1.3) at 0.1, 0.56-0.59 (KL 0.5-0.7) at 0.2, 0.56 at 0.2
+    # with 64 updates
     adaptive_kl: bool = False  # True: Ziegler et al.'s controller moves beta towards target_kl
     target_kl: float = 6.0  # adaptive controller: wanted KL(pi || pi_ref) per response, nats
     kl_horizon: int = 10000  # adaptive controller: episodes over which beta adapts (larger = slower)
@@ -173,7 +176,6 @@ class PPOConfig:
     save_every: int = 10  # checkpoint every this many updates (and at the end), when an out_dir is given
     max_kl: float = 50.0  # stop the run if the mean KL goes beyond this
     seed: int = 0  # seeds prompt order, sampling, minibatch shuffles and the value head
-    # --- added with rlhf_helpers.ppo ---
     score_clip: float | None = None  # clip each score to [-score_clip, score_clip] (after the EOS penalty); None = off
     adam_epsilon: float = 1e-5  # AdamW epsilon (lm-human-preferences / CleanRL use 1e-5, not torch's 1e-8)
     lora_r: int = 16  # LoRA rank when use_lora
@@ -184,7 +186,6 @@ class PPOConfig:
     value_bias_init: bool = True  # start the value head's bias at the first rollout's mean score (else V = 0)
     value_detach_trunk: bool = False  # True: the value loss trains the value head only (no gradient into the policy)
     num_samples: int = 4  # generations kept in the log each time samples are drawn (every sample_every updates)
-    # --- added with notebook 05 ---
     brevity_updates: int = 8  # updates of the warm-up run against the programmatic brevity reward
     brevity_kl_coef: float = 0.05  # beta of the brevity run: a light leash, so the length falls within a few updates
     sweep_betas: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.5])  # fixed betas of the sweep
@@ -194,6 +195,38 @@ class PPOConfig:
     # tiny: larger than the main run's, so that 8-16 updates go far (beta = 0 reaches the over-optimised regime)
     sweep_prompts: int | None = 256  # the sweep trains on the first this many prompts (None = all)
     short_run_batch_size: int = 32  # prompts per rollout of the brevity run and the sweep (cheaper than the main run's)
+
+
+    def __post_init__(self) -> None:
+        """Inconsistent settings raise a ValueError naming the field (at construction, so also on ``replace``)."""
+        checks = [
+            (self.batch_size > 0, "batch_size must be positive"),
+            (self.mini_batch_size > 0 and self.batch_size % self.mini_batch_size == 0,
+             f"batch_size ({self.batch_size}) must be a multiple of mini_batch_size ({self.mini_batch_size})"),
+            (self.gradient_accumulation_steps > 0 and self.mini_batch_size % self.gradient_accumulation_steps == 0,
+             f"mini_batch_size ({self.mini_batch_size}) must be a multiple of gradient_accumulation_steps "
+             f"({self.gradient_accumulation_steps})"),
+            (self.mini_batch_size // max(1, self.gradient_accumulation_steps) >= 1, "micro-batch size must be >= 1"),
+            (self.num_ppo_epochs > 0, "num_ppo_epochs must be positive"),
+            (self.total_updates >= 0, "total_updates must be >= 0"),
+            (self.response_length > 0, "response_length must be positive"),
+            (self.temperature > 0, "temperature must be > 0"),
+            (self.kl_coef >= 0, "kl_coef (beta) must be >= 0"),
+            (0 <= self.gamma <= 1 and 0 <= self.lam <= 1, "gamma and lam must be in [0, 1]"),
+            (self.cliprange > 0 and self.cliprange_value > 0, "cliprange and cliprange_value must be > 0"),
+            (self.missing_eos_penalty is None or self.missing_eos_penalty >= 0, "missing_eos_penalty must be >= 0"),
+            (self.save_every > 0 and self.sample_every > 0, "save_every and sample_every must be positive"),
+            (self.mixed_precision in ("auto", "no", "fp16", "bf16"), "mixed_precision must be auto|no|fp16|bf16"),
+            (self.brevity_updates >= 0 and self.sweep_updates >= 0, "brevity_updates and sweep_updates must be >= 0"),
+            (len(self.sweep_betas) > 0 and all(b >= 0 for b in self.sweep_betas), "sweep_betas must be betas >= 0"),
+            (self.sweep_prompts is None or self.sweep_prompts > 0, "sweep_prompts must be positive (or None = all)"),
+            (self.short_run_learning_rate is None or self.short_run_learning_rate > 0,
+             "short_run_learning_rate must be > 0 (or None)"),
+            (self.brevity_kl_coef >= 0, "brevity_kl_coef must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"PPOConfig: {message}")
 
 
 @dataclass
@@ -207,7 +240,6 @@ class EvalConfig:
     # anything else: a hub judge model name (a sequence-classification reward model scoring (prompt, response)).
     judge: str = "auto"
     bootstrap_samples: int = 1000
-    # --- added with rlhf_helpers.evaluation ---
     hub_judge: str = "OpenAssistant/reward-model-deberta-v3-large-v2"  # the stronger judge on non-course data
     do_sample: bool = False  # greedy answers (deterministic); True samples with `temperature`, seeded
     temperature: float = 1.0

@@ -210,21 +210,11 @@ def _run(
     return out
 
 
-def generate(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    cfg: GenerationConfig | None = None,
-    desc: str = "generating",
-    progress: bool = True,
-) -> list[str]:
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+             cfg: GenerationConfig | None = None, desc: str = "generating", progress: bool = True) -> list[str]:
     """Responses to raw ``prompts`` (formatted with the chat template here): decoded, eos/padding removed,
-    stripped; one per prompt, in order."""
-    cfg = cfg or GenerationConfig()
-    if not prompts:
-        return []
-    batches = _run(model, tokenizer, prompts, cfg, desc, progress)
-    return [text for _, _, ids, mask, _ in batches for text in _decode(tokenizer, ids, mask)]
+    stripped; one per prompt, in order (:func:`generate_ids`' texts; no prompts, no responses)."""
+    return generate_ids(model, tokenizer, prompts, cfg, desc, progress).responses if len(prompts) else []
 
 
 def _pad(tensors: list[torch.Tensor], value: int, side: str) -> torch.Tensor:
@@ -238,15 +228,9 @@ def _pad(tensors: list[torch.Tensor], value: int, side: str) -> torch.Tensor:
     return torch.cat(padded, dim=0)
 
 
-def generate_ids(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
-    cfg: GenerationConfig | None = None,
-    desc: str = "generating",
-    progress: bool = True,
-) -> GenerationBatch:
-    """Like :func:`generate`, returning the padded token tensors too (on CPU; see :class:`GenerationBatch`)."""
+def generate_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                 cfg: GenerationConfig | None = None, desc: str = "generating", progress: bool = True) -> GenerationBatch:
+    """The responses to raw ``prompts`` with their padded token tensors (on CPU; see :class:`GenerationBatch`)."""
     import torch
 
     cfg = cfg or GenerationConfig()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .chat import apply_template
-from .config import ModelConfig, Profile, QLoRAConfig
+from .config import ModelConfig, Profile, QLoRAConfig, TrainSchedule
 
 if TYPE_CHECKING:
     import torch
@@ -75,6 +75,68 @@ def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto") -> torch.dtype:
     if value not in names:
         raise ValueError(f"Unknown dtype {value!r}: use 'auto' or one of {', '.join(names)}.")
     return names[value]
+
+
+PAGED_OR_8BIT = ("paged_", "_8bit", "bnb")  # optimizers of bitsandbytes that need a CUDA GPU
+
+
+def optimizer_name(name: str, cuda: bool) -> str:
+    """``name``, unless it is a bitsandbytes paged/8-bit optimizer and there is no CUDA GPU: then AdamW."""
+    if not cuda and any(tag in name for tag in PAGED_OR_8BIT):
+        print(f"Optimizer {name!r} needs a CUDA GPU: using 'adamw_torch' instead.")
+        return "adamw_torch"
+    return name
+
+
+def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+    """The ``TrainingArguments`` every TRL trainer of the course shares (SFT, QLoRA, reward model): the schedule
+    of ``cfg``, mixed precision and optimizer per :func:`precision`, no intermediate checkpoints (each stage saves
+    its final model itself), no reporting, no dataloader workers, gradient checkpointing only when configured
+    (TRL's default is on, ~60% slower on tiny models)."""
+    flags = precision().trainer_flags()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a fraction of max_steps (transformers 5)
+        weight_decay=cfg.weight_decay,
+        optim=optimizer_name(cfg.optim, cuda=not flags["use_cpu"]),
+        max_length=cfg.max_length,
+        eval_steps=cfg.eval_steps,
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=0,
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5's name for gradient checkpointing
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=not progress,
+        **flags,
+    )
+    if cfg.gradient_checkpointing:
+        kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    return kwargs
+
+
+def make_accelerator(mixed_precision: str = "auto", gradient_accumulation_steps: int = 1) -> Any:
+    """An ``accelerate.Accelerator`` whose mixed precision follows :func:`precision` (``"auto"``) or the setting
+    given (``no|fp16|bf16``). accelerate's state is per process and cannot change: if an earlier run in this
+    process set another precision, that one is kept (with a note)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import GradientAccumulationPlugin
+
+    mp: str | None = precision().mixed_precision if mixed_precision == "auto" else mixed_precision
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, mp):
+        print(f"note: accelerate already runs with mixed_precision={state['_mixed_precision']!r}; keeping it.")
+        mp = None
+    plugin = GradientAccumulationPlugin(num_steps=gradient_accumulation_steps, sync_with_dataloader=False)
+    return Accelerator(mixed_precision=mp, gradient_accumulation_plugin=plugin)
 
 
 # ------------------------------------------------------------------------------------------------ quiet
@@ -267,3 +329,33 @@ def parameter_counts(model: Any) -> tuple[int, int]:
     """``(trainable, total)`` parameters by transformers' ``num_parameters`` (a PeftModel passes it on to its
     base): tied weights counted once, 4-bit weights at their logical size (a packed uint8 holds two values)."""
     return model.num_parameters(only_trainable=True), model.num_parameters()
+
+
+# ------------------------------------------------------------------------------------- model utilities
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Dropout off in every layer (PPO: the rollout's and the update's log-probs must agree)."""
+    from torch import nn
+
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+
+
+def is_peft(model: Any) -> bool:
+    """True for a peft ``PeftModel`` (a policy trained through LoRA adapters)."""
+    try:
+        from peft import PeftModel
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, PeftModel)
+
+
+def frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A deep copy in eval mode with ``requires_grad=False`` (the reference policy)."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref

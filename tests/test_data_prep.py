@@ -1,7 +1,8 @@
-"""Tests of rlhf_helpers.data: readers, format detection/conversion, validation, splits, CLI, prepared data."""
+"""Tests of rlhf_helpers.data_prep (notebook 01): readers, format detection/conversion, validation, splits, CLI, prepared data."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -12,13 +13,15 @@ import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
 
-from rlhf_helpers import data
-from rlhf_helpers.config import DataConfig, MissingStageError, Paths, get_profile
-from rlhf_helpers.data import (
+from rlhf_helpers import data_prep
+from rlhf_helpers.core.artifacts import MissingStageError, Paths
+from rlhf_helpers.core.config import DataConfig, EvalConfig, get_profile
+from rlhf_helpers.data_prep import (
     DataFormatError,
     clean,
     cli,
     convert_file,
+    heldout,
     load_data,
     load_prepared,
     parse_mapping,
@@ -400,6 +403,30 @@ def test_prepare_course_data_splits_saves_and_loads_back(tmp_path):
     assert again.preferences["test"]["prompt"] == prepared.preferences["test"]["prompt"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["prepared_data"]
 
+    held = heldout(dataclasses.replace(profile, eval=EvalConfig(num_prompts=5)))  # the first 5 of notebook 01's
+    assert held.prompts == prepared.heldout["prompt"][:5] and held.references == prepared.heldout["reference"][:5]
+    assert len(held.topics) == 5
+
+
+def test_data_figures_draw_every_panel(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sft = pd.DataFrame({"prompt": ["p1", "p2"], "response": ["a b c", "d e"], "topic": ["cooking", "pets"],
+                        "quality": ["good", "long"]})
+    prefs = pd.DataFrame({"prompt": ["p1", "p2"], "chosen": ["good one", "fine"], "rejected": ["bad", "worse one"],
+                          "topic": ["cooking", "pets"], "failure": ["rude", "vague"], "label_noise": [False, True]})
+    fig = data_prep.data_overview(sft, prefs)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["answer length", "topics", "failure shown by the worse answer",
+                                                        "SFT demonstrations by quality"]
+    plt.close(fig)
+    table = pd.DataFrame({"polite": [0.2, 0.9], "concise": [1.0, 0.5]}, index=["rude", "vague"])
+    fig = data_prep.judge_heatmap(table, "criteria")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0.20", "1.00", "0.90", "0.50"]
+    plt.close(fig)
+
 
 def test_prepare_from_a_preference_file_source(tmp_path):
     src = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"Human: q{i} Assistant:", "response": f"c{i}",
@@ -475,28 +502,3 @@ def test_real_custom_csv_sample_to_preferences_and_scores():
     scored = load_data(JUDGER_SAMPLE, mapping="prompt=prompt,response=human_answer|machine_answer,"
                                               "score=human_score|machine_score")
     assert scored.kind == "scored" and len(scored) == 600 and isinstance(scored.records[0]["score"], float)
-
-
-def test_atomic_dir_swaps_in_a_complete_copy_and_keeps_the_old_one_on_failure(tmp_path):
-    target = tmp_path / "ckpt"
-    data.atomic_dir(target, lambda d: (d / "a.txt").write_text("1"))
-    data.atomic_dir(target, lambda d: (d / "b.txt").write_text("2"))
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
-
-    def broken(d):
-        (d / "c.txt").write_text("half")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError, match="disk full"):
-        data.atomic_dir(target, broken)
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # nothing half-written replaced it
-    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary or .old directory left behind
-
-
-def test_read_records_names_file_and_line(tmp_path):
-    log = tmp_path / "log.jsonl"
-    log.write_text('{"step": 1}\n\n{"step": 2}\n')
-    assert data.read_records(log) == [{"step": 1}, {"step": 2}]
-    log.write_text('{"step": 1}\n{"step": \n')
-    with pytest.raises(ValueError, match=r"log\.jsonl:2: invalid JSON"):
-        data.read_records(log)

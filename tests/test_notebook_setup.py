@@ -1,9 +1,11 @@
+"""The first cell of every notebook: profile, seeds (transformers.set_seed), thread cap, printed environment."""
+
 import random
 
 import pytest
 import torch
 
-from rlhf_helpers import env
+from rlhf_helpers import notebook_setup
 
 
 def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
@@ -12,11 +14,11 @@ def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
     try:
         torch.set_num_threads(2)
         monkeypatch.delenv("RLHF_TORCH_THREADS", raising=False)
-        prof = env.start("tiny")
+        prof = notebook_setup.start("tiny")
         assert prof.name == "tiny" and torch.get_num_threads() == 2  # left alone by default
         first = (random.random(), torch.rand(3))
         monkeypatch.setenv("RLHF_TORCH_THREADS", "1")
-        env.start("tiny")
+        notebook_setup.start("tiny")
         again = (random.random(), torch.rand(3))
         assert first[0] == again[0] and torch.equal(first[1], again[1])  # start() re-seeds
         assert torch.get_num_threads() == 1
@@ -24,6 +26,6 @@ def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
         assert "profile : tiny" in out and "torch threads: 1" in out and "transformers" in out
         monkeypatch.setenv("RLHF_TORCH_THREADS", "two")
         with pytest.raises(ValueError, match="RLHF_TORCH_THREADS"):
-            env.start("tiny", verbose=False)
+            notebook_setup.start("tiny", verbose=False)
     finally:
         torch.set_num_threads(before)

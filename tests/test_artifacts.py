@@ -1,0 +1,95 @@
+"""core.artifacts: paths and the stage registry, and the atomic writers every stage uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhf_helpers.core import artifacts
+from rlhf_helpers.core.artifacts import STAGES, MissingStageError, Paths
+
+
+def test_paths_env_override_and_missing_stage(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_OUTPUT_DIR", str(tmp_path / "out"))
+    paths = Paths()
+    assert paths.checkpoint("sft_full") == tmp_path / "out" / "checkpoints" / "sft_full"
+    with pytest.raises(MissingStageError, match="Run notebooks/02_sft_full.ipynb first"):
+        paths.require("sft_full")
+    with pytest.raises(MissingStageError, match="01_data_preparation"):
+        paths.require("data")
+    paths.checkpoint("sft_full").mkdir(parents=True)
+    (paths.checkpoint("sft_full") / "config.json").write_text("{}")
+    assert paths.require("sft_full") == paths.checkpoint("sft_full")
+    assert paths.plot("x.png").parent.is_dir() and paths.result("t.csv").parent.is_dir()
+
+
+def test_an_empty_output_variable_means_the_default_not_the_current_folder(monkeypatch):
+    monkeypatch.setenv("RLHF_OUTPUT_DIR", "")
+    monkeypatch.setenv("RLHF_DATA_DIR", "")
+    paths = Paths()
+    assert paths.root == artifacts.REPO_ROOT / "outputs" and paths.data_dir == artifacts.REPO_ROOT / "data"
+
+
+def test_finished_needs_the_done_marker_and_names_the_notebook(tmp_path):
+    paths = Paths(root=tmp_path)
+    folder = paths.checkpoint("reward")
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    with pytest.raises(MissingStageError, match="reward_info.json missing.*04_reward_modeling"):
+        paths.finished("reward")
+    (folder / STAGES["reward"].done_marker).write_text("{}")
+    assert paths.finished("reward") == folder
+    assert artifacts.notebook("ppo") == "05_ppo.ipynb" and "notebook of that stage" in artifacts.notebook("x")
+
+
+def test_every_stage_names_an_existing_notebook():
+    notebooks = {p.name for p in (artifacts.REPO_ROOT / "notebooks").glob("*.ipynb")}
+    assert {s.notebook for s in STAGES.values()} <= notebooks
+
+
+def test_atomic_dir_swaps_in_a_complete_copy_and_keeps_the_old_one_on_failure(tmp_path):
+    target = tmp_path / "ckpt"
+    artifacts.atomic_dir(target, lambda d: (d / "a.txt").write_text("1"))
+    artifacts.atomic_dir(target, lambda d: (d / "b.txt").write_text("2"))
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+
+    def broken(d):
+        (d / "c.txt").write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        artifacts.atomic_dir(target, broken)
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # nothing half-written replaced it
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary or .old directory left behind
+
+
+def test_read_records_names_file_and_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n\n{"step": 2}\n')
+    assert artifacts.read_records(log) == [{"step": 1}, {"step": 2}]
+    log.write_text('{"step": 1}\n{"step": \n')
+    with pytest.raises(ValueError, match=r"log\.jsonl:2: invalid JSON"):
+        artifacts.read_records(log)
+
+
+def test_writers_round_trip_and_leave_no_temporary_file(tmp_path):
+    records = [{"beta": 0.1, "text": "café"}, {"beta": 0.5}]
+    out = artifacts.write_jsonl(records, tmp_path / "sub" / "log.jsonl")
+    assert artifacts.read_records(out) == records and "café" in out.read_text(encoding="utf-8")
+    artifacts.write_json(tmp_path / "info.json", {"x": 1.5})
+    assert artifacts.read_json(tmp_path / "info.json") == {"x": 1.5}
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ValueError, match=r"bad\.json:1: invalid JSON"):
+        artifacts.read_json(tmp_path / "bad.json")
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []
+
+
+def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    target = artifacts.write_text(tmp_path / "table.csv", "old\n")
+
+    def fail(*args, **kwargs):
+        raise OSError("no space left")
+
+    monkeypatch.setattr(artifacts.os, "replace", fail)
+    with pytest.raises(OSError, match="no space"):
+        artifacts.write_text(target, "new\n")
+    assert target.read_text() == "old\n"

@@ -1,0 +1,53 @@
+"""The notebook runner (`make course`): executes a notebook with the profile in its environment, reports the
+failing cell, keeps the executed copy, records wall times and writes the results into the README."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from rlhf_helpers.core.artifacts import REPO_ROOT, Paths
+from rlhf_helpers.runner import (
+    README_END,
+    README_START,
+    NotebookFailed,
+    NotebookRun,
+    execute_notebook,
+    timing_table,
+    update_readme,
+)
+
+
+def _write(path: Path, *sources: str) -> Path:
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), str(path))
+    return path
+
+
+def test_harness_passes_profile_and_reports_failing_cell(tmp_path):
+    paths = Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data")
+    ok = _write(tmp_path / "ok.ipynb", "import os\nprint(os.environ['RLHF_PROFILE'], os.environ['RLHF_OUTPUT_DIR'])")
+    run = execute_notebook(ok, paths, profile="cpu")
+    text = nbformat.read(str(run.executed_copy), 4).cells[0].outputs[0]["text"]
+    assert text.split() == ["cpu", str(paths.root)] and run.seconds > 0
+    bad = _write(tmp_path / "bad.ipynb", "x = 1", "raise ValueError('broken on purpose')")
+    with pytest.raises(NotebookFailed, match=r"bad.ipynb failed(.|\n)*broken on purpose"):
+        execute_notebook(bad, paths)
+    assert (paths.executed_notebooks / "bad.ipynb").exists()  # partial copy kept for reading the traceback
+
+
+def test_update_readme_replaces_only_the_results_section(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\nafter\n")
+    runs = [NotebookRun("00_a.ipynb", 3.2, tmp_path), NotebookRun("01_b.ipynb", 10.0, tmp_path)]
+    update_readme("# Results\n## Rewards\n| m | x |\n![plot](../plots/p.png)", timing_table(runs), readme)
+    text = readme.read_text()
+    assert "\n### Results\n#### Rewards\n" in text  # nested under the README's own section heading
+    assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
+    assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text
+
+
+def test_an_empty_output_variable_never_overwrites_a_source_notebook(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLHF_OUTPUT_DIR", "")
+    monkeypatch.chdir(tmp_path)
+    assert Paths().executed_notebooks == REPO_ROOT / "outputs" / "notebooks"
