@@ -17,7 +17,7 @@ log-probs, text metrics, the held-out comparison of policies, plotting) that imp
 | `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
 
 ``judge`` (the gold rubric) and ``course_dataset`` (the generator of ``data/``) serve the course data.
-Import is cheap on purpose: torch and transformers are imported inside the functions that need them.
+``import rlhf_helpers`` is cheap on purpose: no torch or transformers until a stage module or function needs them.
 """
 
 from .core.artifacts import MissingStageError, Paths

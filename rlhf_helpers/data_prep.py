@@ -39,7 +39,7 @@ from .core.chat import ASSISTANT_PREFIX as ASSISTANT
 from .core.config import DataConfig, Profile
 from .core.loading import quiet_datasets
 
-if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data` stays cheap
+if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data_prep` stays cheap
     import pandas as pd
     from datasets import Dataset, DatasetDict
     from matplotlib.figure import Figure

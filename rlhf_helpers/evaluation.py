@@ -48,6 +48,7 @@ from .core.artifacts import (
     notebook,
     read_json,
     read_records,
+    write_csv,
     write_text,
 )
 from .core.compare import Evaluation, Policy, generation_config, summary_tables
@@ -178,10 +179,6 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def _atomic_csv(frame: pd.DataFrame, path: Path, index: bool = True) -> Path:
-    return write_text(path, frame.to_csv(index=index))
-
-
 METHOD_NOTES = (
     "**Win rate**: per prompt, the judge's score of the model against {ref}'s on the same prompt: win 1, tie 1/2, "
     "loss 0; averaged over prompts. CI: percentile bootstrap over prompts ({boot} resamples, seed {seed}, "
@@ -212,12 +209,12 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
     judge_label = "gold" if meta.get("judge", "gold judge") == "gold judge" else "judge"
     tables = summary_tables(frame, ref, judge_label)
     out = paths.results
-    _atomic_csv(frame, paths.result("eval_results.csv"))
+    write_csv(frame, paths.result("eval_results.csv"))
     for name, table in tables.items():
-        _atomic_csv(table, paths.result(f"eval_{name}.csv"))
+        write_csv(table, paths.result(f"eval_{name}.csv"))
     if ev is not None:
-        _atomic_csv(ev.qualitative(len(ev.prompts)), paths.result("eval_qualitative.csv"), index=False)
-        _atomic_csv(ev.per_prompt(), paths.result("eval_answers.csv"), index=False)
+        write_csv(ev.qualitative(len(ev.prompts)), paths.result("eval_qualitative.csv"), index=False)
+        write_csv(ev.per_prompt(), paths.result("eval_answers.csv"), index=False)
     plots = {k: Path(v) for k, v in (plots or {}).items() if Path(v).exists()}
 
     def figure(name: str, alt: str) -> list[str]:

@@ -9,7 +9,7 @@ How TRL's trainer sees the text, and how we match it:
 
 * it joins ``prompt + chosen`` as *strings*, appends EOS when missing, and tokenizes with ``tokenizer(text)``. We
   hand it ``prompt = format_prompt(...)`` and ``chosen = " " + answer + eos``, so it tokenizes exactly
-  :func:`rlhf_helpers.chat.format_example` -- the text :class:`RewardModelSource` scores;
+  :func:`rlhf_helpers.core.chat.format_example` -- the text :class:`RewardModelSource` scores;
 * it **drops** pairs longer than ``max_length`` tokens (it never truncates): :func:`train_reward_model` reports how
   many (``RewardRun.dropped``);
 * its collator pads on the **right**; the head reads the hidden state of the *last non-pad token* (GPT-2 style
@@ -605,7 +605,7 @@ def load_reward_model(directory: str | Path, normalize: bool = True, device: str
 def load_reward_source(profile: Profile, normalize: bool = True, device: str | None = None) -> RewardModelSource:
     """The trained reward model of checkpoint ``reward`` (notebook 04), normalised by default (references:
     mean 0, std 1). ``MissingStageError`` names notebook 04 when it has not run."""
-    return load_reward_model(profile.paths.require("reward"), normalize, device, profile.reward.score_batch_size)
+    return load_reward_model(profile.paths.finished("reward"), normalize, device, profile.reward.score_batch_size)
 
 
 # ============================================================================ programmatic rewards
@@ -859,8 +859,9 @@ def plot_training(history: Sequence[Mapping[str, float]]) -> Figure:
     from .core.plots import plot_curves
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    plot_curves(history, ["loss", "eval_loss"], title="Bradley-Terry loss", ax=axes[0])
-    plot_curves(history, ["accuracy", "eval_accuracy"], title="pairwise accuracy", ax=axes[1])
+    labels = {"loss": "train (batch)", "accuracy": "train (batch)", "eval_loss": "held-out", "eval_accuracy": "held-out"}
+    plot_curves(history, ["loss", "eval_loss"], title="Bradley-Terry loss", ax=axes[0], labels=labels)
+    plot_curves(history, ["accuracy", "eval_accuracy"], title="pairwise accuracy", ax=axes[1], labels=labels)
     axes[0].axhline(math.log(2), color="gray", ls=":", lw=1)  # the loss of a constant score: log 2
     axes[1].axhline(0.5, color="gray", ls=":", lw=1)  # chance
     return fig

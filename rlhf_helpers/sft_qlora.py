@@ -208,7 +208,7 @@ def logit_difference(a: Any, b: Any, tokenizer: Any, texts: Sequence[str]) -> fl
 def _read_metrics(profile: Profile, stage: str) -> dict[str, Any]:
     path = profile.paths.finished(stage) / METRICS
     if not path.exists():
-        raise MissingStageError(f"No held-out metrics at {path}: run notebook {stage} to the end (save_report).")
+        raise MissingStageError(f"No held-out metrics at {path}: run notebooks/{artifacts.notebook(stage)} to the end (save_report).")
     return artifacts.read_json(path)
 
 
@@ -231,7 +231,7 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
     samples = pd.DataFrame({"prompt": reports[0]["prompts"], "reference": reports[0]["references"],
                             **{n: answers[n] for n in order}}).head(n_samples)
     for frame, name in ((table, "sft_comparison.csv"), (samples, "sft_samples.csv")):
-        artifacts.write_text(profile.paths.result(name), frame.to_csv(index=frame is table))
+        artifacts.write_csv(frame, profile.paths.result(name), index=frame is table)
     return table, samples
 
 

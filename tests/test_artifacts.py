@@ -93,3 +93,12 @@ def test_an_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="no space"):
         artifacts.write_text(target, "new\n")
     assert target.read_text() == "old\n"
+
+
+def test_write_csv_is_pandas_csv_written_atomically(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, 2]}, index=pd.Index(["x", "y"], name="k"))
+    out = artifacts.write_csv(frame, tmp_path / "t.csv")
+    assert out.read_text() == frame.to_csv()
+    assert artifacts.write_csv(frame, tmp_path / "u.csv", index=False).read_text() == "a\n1\n2\n"

@@ -27,7 +27,8 @@ def test_plot_curves_draws_one_line_per_logged_key_on_a_given_axis():
     assert [line.get_label() for line in ax.lines] == ["loss", "eval_loss"]  # nothing for a key never logged
     assert list(ax.lines[0].get_xdata()) == [1, 3] and ax.get_title() == "t"
     plt.close(fig)
-    fig = plot_curves(LOG, ["loss"])  # a new figure when no axis is given
+    fig = plot_curves(LOG, ["loss"], labels={"loss": "train"})  # a new figure when no axis is given
+    assert fig.axes[0].lines[0].get_label() == "train"
     assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 1
     plt.close(fig)
 

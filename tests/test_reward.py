@@ -399,3 +399,12 @@ def test_relevance_pairs_pair_each_prompt_with_another_prompts_answer(pairs):
         assert r["prompt"] not in answer_of[r["rejected"]]  # ...over the chosen answer of another prompt
     assert list(warm) == list(reward.relevance_pairs(train, seed=3))  # seeded
     assert list(warm) != list(reward.relevance_pairs(train, seed=4))
+
+
+def test_keyword_stuffing_is_the_same_in_every_process():
+    """Words of equal length are taken in alphabetical order, not in the order of a set (which depends on the
+    process's hash seed): the fool table is reproducible."""
+    from rlhf_helpers.reward import fool_variants
+
+    stuffed = fool_variants("p", "omega delta gamma alpha bravo", "x")["keyword stuffing"]
+    assert stuffed == " ".join(["alpha", "bravo", "delta", "gamma"] * 4) + "."

@@ -6,7 +6,7 @@
   written last that marks a complete checkpoint, and its training-log file. (Notebook 06 trains nothing: its
   tables and plots go to ``outputs/results`` and ``outputs/plots``.)
 * Atomic I/O -- :func:`atomic_dir` (a whole checkpoint folder), :func:`write_text` (one file; :func:`write_json`,
-  :func:`write_jsonl` and every CSV/summary writer go through it), :func:`read_json`, :func:`read_records`.
+  :func:`write_jsonl`, :func:`write_csv` and the summary and notebook writers go through it), :func:`read_json`, :func:`read_records`.
   A reader never sees half a file: each write goes to a temporary name beside the target, then ``os.replace``.
 """
 
@@ -165,6 +165,11 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, obj: Any) -> Path:
     """JSON written to ``path`` atomically (:func:`write_text`); numpy/torch scalars as floats."""
     return write_text(path, json.dumps(obj, indent=1, default=float))
+
+
+def write_csv(frame: Any, path: str | Path, index: bool = True) -> Path:
+    """A pandas DataFrame written to ``path`` as CSV, atomically (:func:`write_text`)."""
+    return write_text(path, frame.to_csv(index=index))
 
 
 def read_json(path: str | Path) -> Any:

@@ -2,7 +2,7 @@
 
 A *profile* groups the per-stage configs. Three exist:
 
-* ``tiny``  – offline, CPU only: a tokenizer and a few-million-parameter model built from the
+* ``tiny``  – offline, CPU only: a tokenizer and a ~1M-parameter GPT-2 built from the
   course's own data, the whole course in minutes. The tests run this profile.
 * ``colab`` – a 16 GB T4-class GPU with the Hugging Face Hub: gpt2 on
   ``Dahoas/synthetic-instruct-gptj-pairwise``, QLoRA of a 0.5B-class model.
@@ -57,7 +57,7 @@ class ModelConfig:
 
 @dataclass
 class GenerationConfig:
-    """Decoding settings shared by every notebook (see :mod:`rlhf_helpers.generation`)."""
+    """Decoding settings shared by every notebook (see :mod:`rlhf_helpers.core.generation`)."""
 
     max_new_tokens: int = 64  # tiny: a full course answer (opener, 3 tips, closer) is up to ~60 tokens; 48 cut 30%
     do_sample: bool = False  # greedy by default; sampling for PPO rollouts
@@ -145,7 +145,7 @@ class PPOConfig:
 
     learning_rate: float = 3e-5  # AdamW learning rate of the policy (gpt2-size: ~1e-5). tiny: 3e-4 runs off to KL > 50
     # within 40 updates; 1e-4 clips 15-20% of the tokens and loses gold score; 3e-5 clips ~7% (see notebook 05)
-    total_updates: int = 32  # PPO updates (one update = one rollout batch + ppo_epochs of optimisation)
+    total_updates: int = 32  # PPO updates (one update = one rollout batch + num_ppo_epochs of optimisation)
     batch_size: int = 64  # prompts per rollout (per process); tiny, 32 updates, seeds 0/1/2: gold win rate vs SFT
     # 0.63/0.64/0.54 with 64 prompts, 0.55/0.61/0.56 with 32 (less noisy gradients: fewer answers change for the worse)
     mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple

@@ -7,7 +7,7 @@
 
 Each prompt is formatted with :func:`rlhf_helpers.core.chat.format_prompt`, prompts are batched
 (``cfg.batch_size``) and left-padded, decoding uses the KV cache and stops at eos; greedy or sampled
-(temperature / top-k / top-p) per :class:`~rlhf_helpers.config.GenerationConfig`. Sampling is seeded per call
+(temperature / top-k / top-p) per :class:`~rlhf_helpers.core.config.GenerationConfig`. Sampling is seeded per call
 (``cfg.seed``) inside a forked RNG, so the same call gives the same output and the global RNG is untouched.
 The model's training mode and the tokenizer's padding side are restored afterwards. Works for plain, PEFT
 and 4-bit models (anything with ``.generate``).

@@ -33,15 +33,16 @@ def series(records: Sequence[Mapping[str, Any]], x: str, key: str) -> tuple[tupl
 
 
 def plot_curves(history: Sequence[Mapping[str, float]], keys: Sequence[str], x: str = "step",
-                title: str = "", ylabel: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+                title: str = "", ylabel: str = "", ax: plt.Axes | None = None,
+                labels: Mapping[str, str] | None = None) -> plt.Figure:
     """Line plot of ``keys`` over ``x`` from a list of log records (records missing a key are skipped), on
-    ``ax`` or a new figure."""
+    ``ax`` or a new figure; ``labels`` renames keys in the legend."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     for key in keys:
         xs, ys = series(history, x, key)
         if xs:
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=key)
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=(labels or {}).get(key, key))
     ax.set_xlabel(x)
     ax.set_ylabel(ylabel)
     ax.set_title(title)

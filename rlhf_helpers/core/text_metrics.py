@@ -22,7 +22,7 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 @functools.cache
 def load_metric(name: str) -> Any:
-    """``evaluate.load`` of a metric module shipped in ``rlhf_helpers/metrics/<name>`` (cached per process).
+    """``evaluate.load`` of a metric module shipped in ``rlhf_helpers/core/metrics/<name>`` (cached per process).
 
     ``keep_in_memory=True``: nothing is written to the ``evaluate`` cache (no lock files shared between
     processes). Works offline: the module and its helper files are local.

@@ -58,7 +58,7 @@ Returns:
     'bleu': float in [0, 1], 'precisions': list of the n-gram precisions, 'brevity_penalty',
     'length_ratio' (translation / reference length), 'translation_length', 'reference_length'.
 Examples:
-    >>> bleu = evaluate.load("path/to/rlhf_helpers/metrics/bleu")
+    >>> bleu = evaluate.load("path/to/rlhf_helpers/core/metrics/bleu")
     >>> bleu.compute(predictions=["hello there general kenobi"], references=[["hello there general kenobi"]])["bleu"]
     1.0
 """

@@ -57,7 +57,7 @@ Args:
 Returns:
     dict {rouge_type: float} (or {rouge_type: list[float]} when use_aggregator=False).
 Examples:
-    >>> rouge = evaluate.load("path/to/rlhf_helpers/metrics/rouge")
+    >>> rouge = evaluate.load("path/to/rlhf_helpers/core/metrics/rouge")
     >>> rouge.compute(predictions=["hello there", "general kenobi"], references=["hello there", "general kenobi"])
     {'rouge1': 1.0, 'rouge2': 1.0, 'rougeL': 1.0, 'rougeLsum': 1.0}
 """
