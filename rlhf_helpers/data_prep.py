@@ -17,22 +17,67 @@ Sources: ``.jsonl``/``.json``/``.csv``/``.tsv`` (each optionally gzipped), ``.pa
 (:data:`FORMATS`); other column names are renamed with a mapping, e.g. ``{"prompt": "question"}``.
 Malformed input raises :class:`DataFormatError` naming the file, line (or row) and field; questionable
 records (empty, chosen == rejected, duplicates, too long) are *reported* by :func:`validate` and removed,
-with the reason, by :func:`clean`. Command line: ``python -m rlhf_helpers data check|convert ...``.
+with the reason, by :func:`clean`. Command line: ``python -m rlhf_helpers data check|convert ...``; it prints
+any data error (or unusable path) as one line and exits with 2, never with a traceback.
+
+Limits: a file is read as a stream and reading stops as soon as one is passed (a 400 KB gzip can hold 400 MB).
+
+* :data:`MAX_BYTES` (256,000,000): bytes of one file, counted after gzip decompression (for parquet: its
+  uncompressed size). Override: ``load_data(..., max_bytes=N)``, ``convert_file(..., max_bytes=N)``,
+  ``--max-bytes N`` (suffixes K, M, G), or ``data_prep.MAX_BYTES = N`` for every later call.
+* :data:`MAX_RECORD_CHARS` (1,000,000): characters of one JSONL line or CSV record (a ``.json`` document is
+  bounded by :data:`MAX_BYTES` only). Override: ``max_record_chars=N``, ``--max-record-chars N``,
+  ``data_prep.MAX_RECORD_CHARS = N``. Hub datasets and ``save_to_disk`` folders are not limited.
+
+Malformed input and its message (``f`` = the file; all are :class:`DataFormatError` unless named):
+
+===================================  ============================================================================
+input                                message
+===================================  ============================================================================
+invalid JSON                         ``f:7: invalid JSON (Expecting ',' delimiter)``
+JSON nested 100,000 deep             ``f:7: invalid JSON (nested 100,000 levels deep, too deep to read)``
+a 5,000-digit integer                ``f:7: field 'score' has a number with 5,000 digits; Python reads ...``
+a repeated JSON key                  ``f:7: field 'prompt' appears twice (JSON would keep only the last)``
+``"\\ud800"`` (lone surrogate)        ``f:7: field 'prompt' holds an unpaired surrogate '\\ud800', which is not ...``
+a line that is not a JSON object     ``f:7: expected a JSON object, got list``
+bytes that are not UTF-8             ``f: not UTF-8 text at line 7 (byte 0xff at column 12)``
+truncated gzip / bad CRC             ``f: damaged gzip file, detected after line 7 (CRC check failed ...)``
+more data than ``MAX_BYTES``         ``f: more than 256,000,000 bytes of data (after decompression); raise ...``
+a line longer than the limit         ``f:7: line longer than 1,000,000 characters; raise the limit with ...``
+a repeated CSV column                ``f:1: column 'prompt' appears 2 times in the header``
+a CSV row with too many cells        ``f:7: invalid CSV (expected 2 fields, saw 3)`` (7 = its first physical line)
+an unclosed CSV quote                ``f:7: invalid CSV (a quoted field is never closed)``
+a missing / mistyped field           ``f:7: field 'chosen' is missing`` / ``... must be a string, got int``
+a score that is not a number         ``f:7: field 'score' must be a number, got 'high'``
+an unknown chat role                 ``f:7: field 'messages' message 0 has unknown role 'wizard' (expected ...)``
+unknown columns                      ``f: unknown format; columns seen: foo, bar. Expected columns ...``
+no records                           ``f: file is empty (no records)``
+an unsupported extension             ``f: unsupported file type '.txt'; use .jsonl, .json, ...``
+a missing local path                 ``data/nosuch: no such file or folder`` (FileNotFoundError; never sent to
+                                     the Hub: only ``owner/name`` without a file extension or local parent is)
+output path is a folder              ``out: is a folder; give the output file's name, ...`` (IsADirectoryError)
+output path is the input file        ``f: is the input file itself; write the output to another file``
+===================================  ============================================================================
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import hashlib
+import io
 import json
 import math
+import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .core.artifacts import DATA_INFO, atomic_dir, read_json, write_json, write_jsonl
 from .core.chat import ASSISTANT_PREFIX as ASSISTANT
@@ -57,12 +102,22 @@ NUMBER_FIELDS = ("score", "score_chosen", "score_rejected", "margin")  # parsed 
 
 
 class DataFormatError(ValueError):
-    """Malformed input; the message starts with ``file:line:`` (or ``file: row N:``) and names the field."""
+    """Malformed input (or an output path that is the input itself): the message starts with ``file:line:``
+    (``file: row N:``, or ``file:`` where no line applies) and names the field; see the table above."""
 
 
 # ----------------------------------------------------------------------------- field helpers
 def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
+
+
+def _shown(value: Any, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters (a message stays one readable line)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (sys.get_int_max_str_digits)
+        text = f"<an integer of {value.bit_length():,} bits>"
+    return text if len(text) <= width else f"{text[:width - 3]}..."
 
 
 def _get(row: Mapping, name: str, where: str) -> Any:
@@ -83,10 +138,10 @@ def _number(row: Mapping, name: str, where: str) -> float:
     value = _get(row, name, where)
     try:
         number = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an int too large for a float
         number = None
     if number is None or not math.isfinite(number):
-        raise DataFormatError(f"{where}: field '{name}' must be a number, got {value!r}")
+        raise DataFormatError(f"{where}: field '{name}' must be a number, got {_shown(value)}")
     return number
 
 
@@ -105,6 +160,9 @@ def _split_transcript(row: Mapping, name: str, where: str) -> tuple[str, str]:
     return text[: cut + len(ASSISTANT)], text[cut + len(ASSISTANT) :].strip()
 
 
+ROLES = ("system", "user", "assistant")  # the roles a chat message may have
+
+
 def _messages(value: Any, name: str, where: str) -> list[tuple[str, str]]:
     """A list of ``{role, content}`` messages -> ``[(role, content), ...]``."""
     if not isinstance(value, list) or not value:
@@ -112,6 +170,9 @@ def _messages(value: Any, name: str, where: str) -> list[tuple[str, str]]:
     for i, m in enumerate(value):
         if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
             raise DataFormatError(f"{where}: field '{name}' message {i} needs string 'role' and 'content'")
+        if m["role"] not in ROLES:
+            raise DataFormatError(f"{where}: field '{name}' message {i} has unknown role {_shown(m['role'])} "
+                                  f"(expected {', '.join(ROLES)})")
     return [(m["role"], m["content"]) for m in value]
 
 
@@ -224,75 +285,320 @@ def detect_format(row: Mapping, source: str = "input") -> Format:
 
 
 # ----------------------------------------------------------------------------- reading raw rows
+MAX_BYTES = 256 * 10**6  # most bytes read from one file, counted after gzip decompression (override: max_bytes=)
+MAX_RECORD_CHARS = 10**6  # longest JSONL line / CSV record, in characters (override: max_record_chars=)
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """How much :func:`read_rows` reads from a file before it stops with a :class:`DataFormatError`."""
+
+    max_bytes: int
+    max_record_chars: int
+
+    @classmethod
+    def of(cls, max_bytes: int | None = None, max_record_chars: int | None = None) -> _Limits:
+        """``None`` -> the module's current :data:`MAX_BYTES` / :data:`MAX_RECORD_CHARS`."""
+        return cls(MAX_BYTES if max_bytes is None else max_bytes,
+                   MAX_RECORD_CHARS if max_record_chars is None else max_record_chars)
+
+
 def _where(source: str, unit: str, n: int) -> str:
     """``data.jsonl:17`` for lines and CSV rows (header = line 1), ``x.parquet: row 17`` otherwise."""
     return f"{source}:{n}" if unit == "line" else f"{source}: {unit} {n}"
 
 
-def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic number
-        raw = gzip.decompress(raw)
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataFormatError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+def _too_big(path: Path, limit: int) -> DataFormatError:
+    return DataFormatError(f"{path}: more than {limit:,} bytes of data (after decompression); raise the limit "
+                           "with max_bytes=... (CLI: --max-bytes) or data_prep.MAX_BYTES")
+
+
+def _too_long(where: str, what: str, limit: int) -> DataFormatError:
+    return DataFormatError(f"{where}: {what} longer than {limit:,} characters; raise the limit with "
+                           "max_record_chars=... (CLI: --max-record-chars) or data_prep.MAX_RECORD_CHARS")
+
+
+def _check_gzip(raw: BinaryIO, path: Path, limits: _Limits) -> None:
+    """Decompress the gzip stream ``raw`` once, in chunks, keeping nothing: stop with a :class:`DataFormatError` at
+    damaged data or as soon as more than ``limits.max_bytes`` came out (a 400 KB file can hold 400 MB of text)."""
+    size = lines = 0
+    with gzip.GzipFile(fileobj=raw, mode="rb") as gz:
+        try:
+            while chunk := gz.read1(1 << 16):  # read1: a chunk comes back before the next one fails
+                size += len(chunk)
+                if size > limits.max_bytes:
+                    raise _too_big(path, limits.max_bytes)
+                lines += chunk.count(b"\n")
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataFormatError(f"{path}: damaged gzip file, detected after line {lines} ({e})") from None
+
+
+@contextmanager
+def _open_text(path: Path, limits: _Limits, newline: str) -> Iterator[io.TextIOWrapper]:
+    """``path`` as UTF-8 text, gunzipped if it is gzip data, once its size is known to be at most ``max_bytes``.
+
+    Bytes that are not UTF-8 come through as lone surrogates (``errors="surrogateescape"``): the readers find them
+    with :data:`_BAD_BYTE` and name their line. ``newline``: ``"\\n"`` splits lines at LF only (JSON Lines),
+    ``""`` at LF, CR and CRLF, endings kept (what :mod:`csv` expects).
+    """
+    with open(path, "rb") as raw:
+        is_gzip = raw.read(2) == GZIP_MAGIC
+        raw.seek(0)
+        if is_gzip:
+            _check_gzip(raw, path, limits)
+            raw.seek(0)
+        elif os.fstat(raw.fileno()).st_size > limits.max_bytes:
+            raise _too_big(path, limits.max_bytes)
+        with gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip else nullcontext(raw) as binary:
+            yield io.TextIOWrapper(binary, encoding="utf-8-sig", errors="surrogateescape", newline=newline)
+
+
+_BAD_BYTE = re.compile("[\udc80-\udcff]")  # an undecodable byte, as surrogateescape decodes it
+
+
+def _not_utf8(path: Path, line: int, text: str, m: re.Match) -> DataFormatError:
+    column = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+    return DataFormatError(f"{path}: not UTF-8 text at line {line} (byte 0x{ord(m[0]) - 0xDC00:02x} at "
+                           f"column {column})")
+
+
+def _lines(path: Path, limits: _Limits, newline: str = "\n") -> Iterator[tuple[int, str]]:
+    """``(line number, line)`` of a text file, streamed; each line at most ``limits.max_record_chars`` long."""
+    limit, n = limits.max_record_chars, 0
+    with _open_text(path, limits, newline) as f:
+        while line := f.readline(limit + 1):
+            n += 1
+            if len(line) > limit and not line.endswith(("\n", "\r")):
+                raise _too_long(f"{path}:{n}", "line", limit)
+            if not line.isascii() and (m := _BAD_BYTE.search(line)):
+                raise _not_utf8(path, n, line, m)
+            yield n, line
+
+
+def _read_text(path: Path, limits: _Limits) -> str:
+    """The whole file as text (at most ``limits.max_bytes``)."""
+    with _open_text(path, limits, newline="\n") as f:
+        text = f.read()
+    if not text.isascii() and (m := _BAD_BYTE.search(text)):
+        raise _not_utf8(path, text.count("\n", 0, m.start()) + 1, text, m)
+    return text
+
+
+# JSON: repeated keys, lone surrogates, too deep nesting and too long integers are errors too
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_decoder() -> tuple[json.JSONDecoder, list[tuple[dict, str]]]:
+    """A decoder that also notes the first object with a repeated key (plain ``json`` keeps the last silently)."""
+    repeated: list[tuple[dict, str]] = []
+
+    def pairs_hook(pairs: list[tuple[str, Any]]) -> dict:
+        obj = dict(pairs)
+        if len(obj) < len(pairs) and not repeated:
+            seen: set[str] = set()
+            repeated.append((obj, next(k for k, _ in pairs if k in seen or seen.add(k))))
+        return obj
+
+    return json.JSONDecoder(object_pairs_hook=pairs_hook), repeated
+
+
+def _deepest(text: str) -> tuple[int, int]:
+    """(deepest nesting of ``[``/``{``, where it is first reached) in JSON text."""
+    depth = deepest = at = 0
+    for m in re.finditer(_JSON_STRING + r"|[\[\]{}]", text):
+        if m[0] in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, m.start()
+        elif m[0] in "]}":
+            depth -= 1
+    return deepest, at
+
+
+def _long_integer(text: str, limit: int) -> tuple[str | None, int, int] | None:
+    """(the key before it, its digits, its position) of the first integer in JSON text with more than ``limit``
+    digits, or None."""
+    key = None
+    for m in re.finditer(rf"({_JSON_STRING})\s*:|{_JSON_STRING}|-?(\d+)", text):
+        if m[1]:
+            key = m[1][1:-1]  # as written (escapes not decoded)
+        elif m[2] and len(m[2]) > limit:
+            return key, len(m[2]), m.start()
+    return None
+
+
+def _json_failure(text: str, error: Exception, where: Callable[[int], str]) -> DataFormatError:
+    """A :class:`DataFormatError` for a RecursionError or ValueError of the decoder; ``where(position)``."""
+    if isinstance(error, RecursionError):
+        depth, at = _deepest(text)
+        return DataFormatError(f"{where(at)}: invalid JSON (nested {depth:,} levels deep, too deep to read)")
+    limit = sys.get_int_max_str_digits()
+    if limit and (found := _long_integer(text, limit)):  # Python refuses to read integers this long
+        key, digits, at = found
+        field_ = f"field '{key}' has " if key is not None else ""
+        return DataFormatError(f"{where(at)}: {field_}a number with {digits:,} digits; Python reads integers of "
+                               f"at most {limit:,} digits")
+    return DataFormatError(f"{where(0)}: invalid JSON ({error})")
+
+
+def _lone_surrogate(value: Any) -> tuple[str, str] | None:
+    """(field path, e.g. ``chosen[1].content``, the character) of the first string with an unpaired surrogate."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        name, v = stack.pop()
+        if isinstance(v, str):
+            if m := _SURROGATE.search(v):
+                return name, m[0]
+        elif isinstance(v, dict):
+            for k, x in reversed(v.items()):
+                if m := _SURROGATE.search(k):
+                    return f"{name}.{k}".lstrip("."), m[0]
+                stack.append((f"{name}.{k}".lstrip("."), x))
+        elif isinstance(v, list):
+            stack.extend((f"{name}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def _check_record(record: Any, where: str, repeated: list[tuple[dict, str]]) -> None:
+    """Raise for a repeated key noted by the decoder, or a string no encoder can write (an unpaired surrogate)."""
+    if repeated:
+        raise DataFormatError(f"{where}: field '{repeated[0][1]}' appears twice (JSON would keep only the last)")
+    if isinstance(record, dict) and (found := _lone_surrogate(record)):
+        raise DataFormatError(f"{where}: field '{found[0]}' holds an unpaired surrogate {ascii(found[1])}, "
+                              "which is not valid Unicode text")
 
 
 Numbered = list[tuple[int, Any]]  # (1-based line/row number, raw record)
 
 
-def _read_jsonl(path: Path, text: str | None = None) -> tuple[Numbered, str]:
+def _read_jsonl(path: Path, limits: _Limits) -> tuple[Numbered, str]:
+    decoder, repeated = _json_decoder()
     rows = []
-    text = _read_text(path) if text is None else text
-    for n, line in enumerate(text.split("\n"), 1):  # not splitlines(): it also splits at U+2028 inside strings
-        if line.strip():
+    for n, line in _lines(path, limits):  # "\n" only: str.splitlines() would also split at U+2028 in strings
+        if not line.isspace():  # a blank line is skipped (still counted)
             try:
-                rows.append((n, json.loads(line)))
+                rows.append((n, decoder.decode(line)))
             except json.JSONDecodeError as e:
                 raise DataFormatError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            except (RecursionError, ValueError) as e:
+                raise _json_failure(line, e, lambda _, n=n: f"{path}:{n}") from None
+            if repeated or ("\\u" in line and _ESCAPED_SURROGATE.search(line)):  # cheap test first: it is per line
+                _check_record(rows[-1][1], f"{path}:{n}", repeated)
     return rows, "line"
 
 
-def _read_json(path: Path) -> tuple[Numbered, str]:
-    text = _read_text(path)
+def _read_json(path: Path, limits: _Limits) -> tuple[Numbered, str]:
+    text = _read_text(path, limits)
+    decoder, repeated = _json_decoder()
     try:
-        data = json.loads(text)
+        data = decoder.decode(text)
     except json.JSONDecodeError as e:
         if e.msg == "Extra data":  # one object per line: JSON Lines under a .json name
-            return _read_jsonl(path, text)
+            return _read_jsonl(path, limits)
         raise DataFormatError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    except (RecursionError, ValueError) as e:
+        raise _json_failure(text, e, lambda at: f"{path}:{text.count(chr(10), 0, at) + 1}") from None
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))  # {"data": [...]}
     if not isinstance(data, list):
         raise DataFormatError(f"{path}: expected a JSON list of records, got {_type_name(data)}")
-    return list(enumerate(data, 1)), "record"
+    numbered = list(enumerate(data, 1))
+    if repeated or _ESCAPED_SURROGATE.search(text):  # name the record that holds the problem
+        for n, record in numbered:
+            _check_record(record, f"{path}: record {n}", [r for r in repeated if _contains(record, r[0])])
+        _check_record(None, str(path), repeated)  # a repeated key outside every record
+    return numbered, "record"
 
 
-def _read_csv(path: Path) -> tuple[Numbered, str]:
-    import io
+def _contains(value: Any, target: dict) -> bool:
+    """Is the object ``target`` (by identity) inside ``value``?"""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v is target:
+            return True
+        stack.extend(v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())
+    return False
 
-    import pandas as pd
 
+@contextmanager
+def _csv_field_limit(limit: int) -> Iterator[None]:
+    """Let :mod:`csv` read fields up to ``limit`` characters (its own default is 131,072), then restore it."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(min(max(limit, old), sys.maxsize))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _csv_header(path: Path, cells: list[str], line: int) -> list[tuple[int, str]]:
+    """``(index, name)`` of the columns kept: empty names and pandas' ``Unnamed: N`` (a saved index) are dropped."""
+    kept = [(i, c) for i, c in enumerate(cells) if c and not re.fullmatch(r"Unnamed: \d+", c)]
+    names = [c for _, c in kept]
+    for name in names:
+        if names.count(name) > 1:
+            raise DataFormatError(f"{path}:{line}: column '{name}' appears {names.count(name)} times in the header")
+    return kept
+
+
+def _read_csv(path: Path, limits: _Limits) -> tuple[Numbered, str]:
+    """Every cell as a string (CSV has no types: "42" stays a text; scores are parsed later).
+
+    Records are numbered by the physical line they start on (the header is line 1); short rows are padded with
+    empty cells; blank lines are skipped.
+    """
     sep = "\t" if ".tsv" in path.suffixes else ","
-    try:  # every cell as a string: CSV has no types, so "42" stays a text; scores are parsed later
-        df = pd.read_csv(io.StringIO(_read_text(path)), dtype=str, keep_default_na=False, sep=sep)
-    except pd.errors.EmptyDataError:
-        return [], "line"
-    except pd.errors.ParserError as e:
-        m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(e))
-        detail = f"{m[2]}: invalid CSV (expected {m[1]} fields, saw {m[3]})" if m else f" invalid CSV ({e})"
-        raise DataFormatError(f"{path}:{detail}") from None
-    df = df.drop(columns=[c for c in df.columns if re.fullmatch(r"Unnamed: \d+", str(c))])  # a saved index
-    return list(enumerate(df.to_dict("records"), 2)), "line"  # the header is line 1
+    blank = " \t\r\n".replace(sep, "")
+    start, size, last, at_end = 1, 0, "", False  # the current record: first line, characters, last line
+
+    def feed() -> Iterator[str]:
+        nonlocal size, last, at_end
+        for _, line in _lines(path, limits, newline=""):
+            size += len(line)
+            if size > limits.max_record_chars:
+                raise _too_long(f"{path}:{start}", "record", limits.max_record_chars)
+            last = line
+            yield line
+        at_end = True
+
+    reader = csv.reader(feed(), delimiter=sep)
+    header: list[tuple[int, str]] | None = None
+    width, rows = 0, []
+    with _csv_field_limit(limits.max_record_chars):
+        try:
+            for cells in reader:
+                if at_end:  # csv (not strict) hands back the rest of the file as one field
+                    raise DataFormatError(f"{path}:{start}: invalid CSV (a quoted field is never closed)")
+                if reader.line_num > start or last.strip(blank):  # not a blank line
+                    if header is None:
+                        header, width = _csv_header(path, cells, start), len(cells)
+                    elif len(cells) > width:
+                        raise DataFormatError(f"{path}:{start}: invalid CSV (expected {width} fields, "
+                                              f"saw {len(cells)})")
+                    else:
+                        rows.append((start, {c: cells[i] if i < len(cells) else "" for i, c in header}))
+                start, size = reader.line_num + 1, 0
+        except csv.Error as e:
+            raise DataFormatError(f"{path}:{reader.line_num}: invalid CSV ({e})") from None
+    return rows, "line"
 
 
-def _read_parquet(path: Path) -> tuple[Numbered, str]:
+def _read_parquet(path: Path, limits: _Limits) -> tuple[Numbered, str]:
     import pyarrow.parquet as pq
 
     try:
-        return list(enumerate(pq.read_table(path).to_pylist(), 1)), "row"
+        meta = pq.read_metadata(path)
     except Exception as e:  # pyarrow raises several error types for a broken file
+        raise DataFormatError(f"{path}: not a readable parquet file ({e})") from None
+    if sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)) > limits.max_bytes:
+        raise _too_big(path, limits.max_bytes)
+    try:
+        return list(enumerate(pq.read_table(path).to_pylist(), 1)), "row"
+    except Exception as e:
         raise DataFormatError(f"{path}: not a readable parquet file ({e})") from None
 
 
@@ -303,6 +609,8 @@ def _read_saved(path: Path, split: str) -> tuple[Numbered, str]:
         ds = datasets.load_from_disk(str(path))
     except FileNotFoundError:
         raise DataFormatError(f"{path}: not a directory written by Dataset.save_to_disk") from None
+    except ValueError as e:  # a damaged state.json (JSONDecodeError) or .arrow file (ArrowInvalid)
+        raise DataFormatError(f"{path}: damaged save_to_disk directory ({type(e).__name__}: {e})") from None
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise DataFormatError(f"{path}: no split '{split}'; splits: {', '.join(ds)}")
@@ -314,9 +622,23 @@ READERS = {".jsonl": _read_jsonl, ".ndjson": _read_jsonl, ".json": _read_json, "
            ".tsv": _read_csv, ".parquet": _read_parquet}  # each also reads a gzipped file (name.jsonl.gz)
 
 
-def read_rows(source: str | Path, split: str = "train") -> tuple[list[dict], list[int], str]:
-    """Raw records of a file, saved dataset directory or hub dataset: ``(rows, line_numbers, unit)``."""
+def _is_local(name: str) -> bool:
+    """Is ``name`` plainly a local path (never sent to the Hub)? Hub names look like ``owner/name``."""
+    path = Path(name)
+    return (name.startswith((".", "/", "~")) or name.count("/") != 1
+            or re.fullmatch(r"\.[A-Za-z]\w{0,7}", path.suffix) is not None  # a file extension
+            or path.parent.is_dir())
+
+
+def read_rows(source: str | Path, split: str = "train", *, max_bytes: int | None = None,
+              max_record_chars: int | None = None) -> tuple[list[dict], list[int], str]:
+    """Raw records of a file, saved dataset directory or hub dataset: ``(rows, line_numbers, unit)``.
+
+    ``max_bytes`` / ``max_record_chars`` bound what is read from a file (default :data:`MAX_BYTES` /
+    :data:`MAX_RECORD_CHARS`); reading stops with a :class:`DataFormatError` as soon as one is passed.
+    """
     path, name = Path(source), str(source)
+    limits = _Limits.of(max_bytes, max_record_chars)
     if path.is_dir():
         numbered, unit = _read_saved(path, split)
     elif path.exists():
@@ -324,13 +646,16 @@ def read_rows(source: str | Path, split: str = "train") -> tuple[list[dict], lis
         if suffix.lower() not in READERS:
             raise DataFormatError(f"{name}: unsupported file type '{suffix}'; use .jsonl, .json, .csv, .tsv "
                                   "(optionally .gz), .parquet, a save_to_disk directory or a hub dataset name")
-        numbered, unit = READERS[suffix.lower()](path)
-    elif path.suffix or name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise FileNotFoundError(f"{name}: no such file or directory")
+        numbered, unit = READERS[suffix.lower()](path, limits)
+    elif _is_local(name):
+        raise FileNotFoundError(f"{name}: no such file or folder")
     else:  # a hub dataset "owner/name", e.g. "Dahoas/synthetic-instruct-gptj-pairwise" (needs the internet)
         import datasets
 
-        numbered, unit = list(enumerate(datasets.load_dataset(name, split=split).to_list(), 1)), "row"
+        try:
+            numbered, unit = list(enumerate(datasets.load_dataset(name, split=split).to_list(), 1)), "row"
+        except ValueError as e:  # e.g. an unknown split; a missing dataset or no network is an OSError
+            raise DataFormatError(f"{name}: {e}") from None
     for n, row in numbered:
         if not isinstance(row, dict):
             raise DataFormatError(f"{_where(name, unit, n)}: expected a JSON object, got {_type_name(row)}")
@@ -440,16 +765,18 @@ def _as_kind(record: dict, have: str, want: str, where: str) -> dict:
 
 
 def load_data(source: str | Path, mapping: Mapping[str, str | list[str]] | str | None = None,
-              kind: str | None = None, split: str = "train") -> LoadedData:
+              kind: str | None = None, split: str = "train", *, max_bytes: int | None = None,
+              max_record_chars: int | None = None) -> LoadedData:
     """Load a file, ``save_to_disk`` directory or hub dataset and convert it to canonical records.
 
     ``mapping`` renames columns (see :func:`apply_mapping`; a string is parsed by :func:`parse_mapping`).
     ``kind`` ("sft", "preference", ...) asks for that kind; preference data read as "sft" keeps the chosen answer.
+    ``max_bytes`` / ``max_record_chars``: reading limits (see :func:`read_rows`).
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = str(source)
-    rows, lines, unit = read_rows(source, split=split)
+    rows, lines, unit = read_rows(source, split=split, max_bytes=max_bytes, max_record_chars=max_record_chars)
     if mapping:
         mapping = parse_mapping(mapping) if isinstance(mapping, str) else mapping
         rows, lines = apply_mapping(rows, lines, mapping, name, unit)
@@ -731,13 +1058,37 @@ def heldout(profile: Profile) -> Heldout:
 
 
 # ----------------------------------------------------------------------------- writing and the CLI
+def _check_output(source: str | Path, out: str | Path) -> None:
+    """Refuse, before anything is read or written, an output path that is a folder or the input file itself."""
+    src, out = Path(source), Path(out)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out}: is a folder; give the output file's name, e.g. {out / 'data.jsonl'}")
+    if src.is_file() and out.exists() and os.path.samefile(src, out):
+        raise DataFormatError(f"{out}: is the input file itself; write the output to another file")
+
+
 def convert_file(source: str | Path, out: str | Path, mapping: Mapping | str | None = None, kind: str | None = None,
-                 cfg: DataConfig | None = None, keep_flagged: bool = False) -> tuple[LoadedData, ValidationReport]:
-    """Load ``source``, drop flagged records (unless ``keep_flagged``) and write canonical JSONL to ``out``."""
-    data = load_data(source, mapping=mapping, kind=kind)
+                 cfg: DataConfig | None = None, keep_flagged: bool = False, split: str = "train", *,
+                 max_bytes: int | None = None, max_record_chars: int | None = None,
+                 ) -> tuple[LoadedData, ValidationReport]:
+    """Load ``source``, drop flagged records (unless ``keep_flagged``) and write canonical JSONL to ``out``.
+
+    ``out`` may be neither a folder nor the input file (checked first). _Limits: see :func:`read_rows`.
+    """
+    _check_output(source, out)
+    data = load_data(source, mapping=mapping, kind=kind, split=split, max_bytes=max_bytes,
+                     max_record_chars=max_record_chars)
     kept, report = clean(data, cfg)
     write_jsonl((data if keep_flagged else kept).records, out)
     return data, report
+
+
+def _count(text: str) -> int:
+    """``"300M"`` -> 300_000_000 (suffixes K, M, G: powers of 1000), for the CLI's limits."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 1000000, 300M, 2G)")
+    return int(m[1]) * 1000 ** " KMG".index(m[2].upper() or " ")
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -757,19 +1108,26 @@ def cli(argv: list[str] | None = None) -> int:
         p.add_argument("--split", default="train", help="split of a hub dataset / DatasetDict directory")
         p.add_argument("--max-prompt-chars", type=int, default=DataConfig.max_prompt_chars)
         p.add_argument("--max-response-chars", type=int, default=DataConfig.max_response_chars)
+        p.add_argument("--max-bytes", type=_count, default=None, metavar="N",
+                       help=f"read at most N bytes of a file, after decompression (default {MAX_BYTES:,}; "
+                            "suffixes K, M, G allowed)")
+        p.add_argument("--max-record-chars", type=_count, default=None, metavar="N",
+                       help=f"longest JSONL line / CSV record in characters (default {MAX_RECORD_CHARS:,})")
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help or a usage error; return instead of leaving the interpreter
         return int(e.code or 0)
     cfg = DataConfig(max_prompt_chars=args.max_prompt_chars, max_response_chars=args.max_response_chars)
+    limits = {"max_bytes": args.max_bytes, "max_record_chars": args.max_record_chars}
     try:
         if args.command == "check":
-            data = load_data(args.path, mapping=args.map, kind=args.kind, split=args.split)
+            data = load_data(args.path, mapping=args.map, kind=args.kind, split=args.split, **limits)
             report = validate(data, cfg)
         else:
-            data, report = convert_file(args.path, args.out, args.map, args.kind, cfg, args.keep_flagged)
-    except (DataFormatError, FileNotFoundError) as e:
-        print(str(e), file=sys.stderr)
+            data, report = convert_file(args.path, args.out, args.map, args.kind, cfg, args.keep_flagged,
+                                        args.split, **limits)
+    except (DataFormatError, OSError) as e:  # bad data, or a path that cannot be read or written
+        print(" ".join(str(e).split("\n")), file=sys.stderr)
         return 2
     print(f"format: {data.format.name} ({data.format.title})\nrecords: {len(data)} {data.kind}")
     print(report.summary())

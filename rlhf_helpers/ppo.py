@@ -22,6 +22,14 @@ One PPO **update** (``PPOTrainerLite.train_step``):
    micro-batches) minimising ``L = L_clip + vf_coef * L_V`` with gradient clipping (accelerate).
 6. **KL controller** -- fixed beta (``kl_coef``), or the adaptive controller of Ziegler et al. (2019).
 
+**Guards.** Each rollout is checked before the update learns from it: NaN/inf log-probs or values, or a mean
+KL(pi || pi_ref) above ``cfg.max_kl``, stop the run (:class:`PPODivergenceError`), as do NaN/inf rewards, losses
+or weights. A rollout is sampled from the policy the *previous* update left, so that policy is known to be good
+only once the next rollout has passed: only then is it announced to the callbacks
+(:meth:`Callback.on_policy_validated`, where checkpoints are saved), and the final policy gets one extra rollout
+for the purpose (:meth:`PPOTrainerLite.validate_policy`). Scores far outside the scale PPO expects (mean |score|
+or std above :data:`SCORE_SCALE_LIMIT`) are warned about once per run.
+
 Choices (and why):
 
 * **Value = a scalar linear head on the policy's last hidden state** (shared trunk): one forward gives
@@ -42,8 +50,11 @@ around the algorithm, in :mod:`rlhf_helpers.ppo_runs`.
 from __future__ import annotations
 
 import math
+import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +72,12 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ExtraMetric = Callable[[list[str], list[str]], Sequence[float]]
+
+# Scores (after the EOS penalty and clipping) whose mean |score| or standard deviation over a rollout exceed this
+# get a warning, once per run. PPO's defaults assume scores of order 1 (the course's reward model is normalised to
+# mean 0, std 1 on reference responses): at 100x that, the KL penalty beta * KL (~0.1-1) is noise beside the
+# score, max_kl stops nothing in time, and the value loss runs to 1e4 and beyond.
+SCORE_SCALE_LIMIT = 100.0
 
 
 # =====================================================================================================
@@ -316,10 +333,18 @@ class Callback:
         """Every ``cfg.sample_every`` updates (and after update 1), with a few prompts/responses/scores."""
 
     def on_update(self, trainer: PPOTrainerLite, record: dict[str, Any]) -> None:
-        """After each update, with its log record."""
+        """After each update, with its log record. The new policy is not checked yet: save nothing here."""
+
+    def on_policy_validated(self, trainer: PPOTrainerLite) -> None:
+        """The policy of update ``trainer.step`` has passed the checks of a rollout sampled from it (finite
+        log-probs and values, mean KL <= ``cfg.max_kl``): the place to save it. Everything a checkpoint holds
+        -- weights, optimizer, KL controller, shuffle generator, step, history, samples -- is still exactly as
+        that update left it (the rollout changed none of it; the global RNG: see :class:`PPOTrainerLite`).
+        Called during the next update, right after its rollout's checks and before it changes anything, and
+        for the last update by :meth:`PPOTrainerLite.train`'s extra rollout, before ``on_train_end``."""
 
     def on_train_end(self, trainer: PPOTrainerLite) -> None:
-        """After the last update (not after a divergence stop)."""
+        """After the last update (and the check of its policy); not after a divergence stop."""
 
 
 class _FunctionCallback(Callback):
@@ -387,6 +412,15 @@ class PPOTrainerLite:
     ``extra_metrics``: ``{name: f(prompts, responses) -> list[float]}`` logged as ``objective/<name>``
     (e.g. the gold judge), not used for training. Use :meth:`train`, or :meth:`train_step` /
     :meth:`make_rollout` to go step by step.
+
+    Validated policies: update ``k`` leaves policy ``pi_k``; the rollout of update ``k + 1`` samples from it and is
+    checked first. When it passes, ``validated_step = k`` and the callbacks' ``on_policy_validated`` run, *before*
+    update ``k + 1`` touches the weights, optimizer, KL controller, shuffle generator, history or step; the
+    rollout itself changes none of them (generation runs in a forked, seeded RNG; the value head's bias is set
+    only by the very first rollout, before any update). The global RNG is the one thing a reward source or an
+    extra metric could move in between, so a checkpoint takes its RNG state as ``on_update`` saw it
+    (:class:`rlhf_helpers.ppo_runs.Checkpoint`). The last policy is checked by :meth:`validate_policy` at the end
+    of :meth:`train` -- one extra rollout, run only when a callback implements ``on_policy_validated``.
     """
 
     def __init__(self, policy: PreTrainedModel, ref_policy: PreTrainedModel | None,
@@ -442,6 +476,8 @@ class PPOTrainerLite:
         self.samples: list[dict[str, Any]] = []
         self.out_dir: Path | None = None  # set by whoever saves checkpoints (ppo_runs.Checkpoint) ...
         self.last_checkpoint_step: int | None = None  # ... with the step saved last: the divergence message names it
+        self.validated_step: int | None = None  # the last update whose policy passed a rollout's checks
+        self._warned_scale = False  # the score-scale warning: once per run
         self._perm_cache: tuple[int, list[int]] | None = None
 
     @property
@@ -475,9 +511,10 @@ class PPOTrainerLite:
 
     # ------------------------------------------------------------------ 1-4: rollout, scores, rewards, GAE
     @torch.no_grad()
-    def make_rollout(self, prompts: list[str], step: int | None = None) -> Rollout:
+    def make_rollout(self, prompts: list[str], step: int | None = None, extra_metrics: bool = True) -> Rollout:
         """Generate, score and compute rewards/advantages for ``prompts``. Changes no weights, except that
-        the first rollout (step 1) sets the value head's bias when ``cfg.value_bias_init``."""
+        the first rollout (step 1) sets the value head's bias when ``cfg.value_bias_init``.
+        ``extra_metrics=False`` skips the caller's metrics (``rollout.extra`` stays empty)."""
         cfg, acc = self.cfg, self.accelerator
         step = self.step + 1 if step is None else step
         gen_cfg = GenerationConfig(
@@ -537,7 +574,7 @@ class PPOTrainerLite:
         advantages = whiten(advantages, mask)
 
         extra = {name: [float(v) for v in fn(batch.prompts, batch.responses)]
-                 for name, fn in self.extra_metrics.items()}
+                 for name, fn in self.extra_metrics.items()} if extra_metrics else {}
         return Rollout(
             prompts=batch.prompts, responses=batch.responses, input_ids=input_ids, attention_mask=attention_mask,
             response_ids=response_ids, mask=mask, eos_found=eos_found, logprobs=logprobs * mask,
@@ -592,19 +629,72 @@ class PPOTrainerLite:
         return out
 
     # ------------------------------------------------------------------ one update, with metrics
-    def _divergence(self, step: int, reason: str) -> PPODivergenceError:
-        where = (f"the last good checkpoint (update {self.last_checkpoint_step}) is kept in {self.out_dir}"
-                 if self.last_checkpoint_step is not None else "no checkpoint was written")
-        msg = (f"PPO stopped at update {step}: {reason}. Nothing from this update was saved; {where}. "
-               "Try a lower learning_rate, a larger kl_coef (beta) or adaptive_kl=True"
-               + (", or a larger max_kl." if "KL" in reason else "."))
-        return PPODivergenceError(msg, self.result(stopped=reason), self.last_checkpoint_step)
+    def _divergence(self, step: int, reason: str, policy_failed: bool = False,
+                    final: bool = False) -> PPODivergenceError:
+        """The error that stops the run. ``policy_failed``: the check of a rollout sampled from the policy of
+        update ``step - 1`` failed, so that policy was not saved either; ``final``: that rollout was the extra
+        one checking the last update's policy; a failure of the reward source gets advice about it instead."""
+        kept = self.last_checkpoint_step is not None
+        where = (f"the last good checkpoint (update {self.last_checkpoint_step}) is kept in {self.out_dir}" if kept
+                 else "no checkpoint was written")
+        if final:
+            head = (f"PPO stopped after its last update ({step - 1}): the check of the final policy found {reason}. "
+                    "That policy was not saved")
+        elif policy_failed and step > 1:
+            head = (f"PPO stopped at update {step}: {reason}. The policy this rollout was sampled from (after update "
+                    f"{step - 1}) failed the check and was not saved")
+        else:
+            head = f"PPO stopped at update {step}: {reason}. Nothing from this update was saved"
+        if reason.startswith("the reward source"):
+            advice = "Check the reward source: it must return a finite score for every response."
+        else:
+            advice = ("Try a lower learning_rate, a larger kl_coef (beta) or adaptive_kl=True"
+                      + (", or a larger max_kl" if "KL" in reason else "")
+                      + ("; re-running with the same out_dir resumes from that checkpoint with the new settings."
+                         if kept else "."))
+        return PPODivergenceError(f"{head}; {where}. {advice}", self.result(stopped=reason), self.last_checkpoint_step)
+
+    def _check_policy(self, ro: Rollout, step: int, final: bool = False) -> float:
+        """The checks of the policy a rollout was sampled from: finite log-probs and values, mean KL <= max_kl.
+        Returns the mean KL (over processes); raises :class:`PPODivergenceError` otherwise."""
+        if not (torch.isfinite(ro.logprobs).all() and torch.isfinite(ro.values).all()):
+            raise self._divergence(step, "the policy produced NaN/inf log-probs or values (diverged weights)",
+                                   policy_failed=True, final=final)
+        mean_kl = self._reduce(ro.kl.sum(1).mean())
+        if not math.isfinite(mean_kl) or mean_kl > self.cfg.max_kl:
+            raise self._divergence(step, f"runaway KL: mean KL(pi || pi_ref) = {mean_kl:.2f} nats > max_kl = "
+                                   f"{self.cfg.max_kl}", policy_failed=True, final=final)
+        return mean_kl
+
+    def _policy_validated(self) -> None:
+        self.validated_step = self.step
+        for cb in self.callbacks:
+            cb.on_policy_validated(self)
+
+    def _warn_on_score_scale(self, ro: Rollout, step: int) -> None:
+        """Warn (once per run) when the rollout's scores are far outside the scale PPO expects."""
+        if self._warned_scale:
+            return
+        mean_abs = self._reduce(ro.scores.abs().mean())
+        std = self._reduce(ro.scores.std(correction=0))
+        if mean_abs > SCORE_SCALE_LIMIT or std > SCORE_SCALE_LIMIT:
+            self._warned_scale = True
+            if self.accelerator.is_main_process:
+                warnings.warn(
+                    f"PPO update {step}: the scores are far outside the scale PPO expects (mean |score| = "
+                    f"{mean_abs:.3g}, std = {std:.3g}; more than {SCORE_SCALE_LIMIT:g}). The KL penalty (beta * KL, "
+                    f"beta = {self.kl_ctl.value:g}) weighs nothing against such scores, so max_kl and beta hardly hold "
+                    "the policy, and the value loss is huge. Normalise the reward (the course's reward model is "
+                    "normalised to mean 0, std 1 on reference responses) or set score_clip (e.g. 5).",
+                    RuntimeWarning, stacklevel=3)
 
     def train_step(self) -> dict[str, Any]:
         """One PPO update: rollout -> rewards -> GAE -> PPO epochs -> KL controller. Returns the log record.
 
-        Raises :class:`PPODivergenceError` on NaN/inf (reward, log-probs, losses, weights) or when the mean
-        KL exceeds ``cfg.max_kl``, *before* anything of this update is logged or saved.
+        The rollout's policy checks come first (finite log-probs and values, mean KL <= ``cfg.max_kl``); when
+        they pass, the previous update's policy is announced as validated (:meth:`Callback.on_policy_validated`).
+        Then NaN/inf rewards, losses or weights raise too. Every :class:`PPODivergenceError` comes *before*
+        anything of this update is logged or saved. Scores far outside PPO's scale are warned about once.
         """
         cfg, acc = self.cfg, self.accelerator
         step = self.step + 1
@@ -612,14 +702,13 @@ class PPOTrainerLite:
         ro = self.make_rollout(self.batch_prompts(step), step)
         t_rollout = time.perf_counter() - t0
 
+        mean_kl = self._check_policy(ro, step)
+        if self.step > 0:  # the policy of update ``self.step`` passed: its state is still exactly that update's
+            self._policy_validated()
         bad = (~torch.isfinite(ro.raw_scores)).sum().item()
         if bad:
             raise self._divergence(step, f"the reward source returned NaN/inf for {bad} of {len(ro.prompts)} responses")
-        if not (torch.isfinite(ro.logprobs).all() and torch.isfinite(ro.values).all()):
-            raise self._divergence(step, "the policy produced NaN/inf log-probs or values (diverged weights)")
-        mean_kl = self._reduce(ro.kl.sum(1).mean())
-        if not math.isfinite(mean_kl) or mean_kl > cfg.max_kl:
-            raise self._divergence(step, f"runaway KL: mean KL(pi || pi_ref) = {mean_kl:.2f} nats > max_kl = {cfg.max_kl}")
+        self._warn_on_score_scale(ro, step)
 
         beta = self.kl_ctl.value
         t1 = time.perf_counter()
@@ -677,8 +766,49 @@ class PPOTrainerLite:
         return float(t)
 
     # ------------------------------------------------------------------ the loop
+    @contextmanager
+    def _rng_untouched(self) -> Iterator[None]:
+        """The global RNGs (torch CPU and this device's GPU, Python's, NumPy's) as they were, afterwards."""
+        device = self.accelerator.device
+        devices = [device.index or 0] if device.type == "cuda" else []
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=devices):
+            try:
+                yield
+            finally:
+                random.setstate(py_state)
+                np.random.set_state(np_state)
+
+    def validate_policy(self) -> float:
+        """Check the current policy (that of update ``self.step``) on one extra rollout -- the one update
+        ``self.step + 1`` would sample, seeded as it would be -- and announce it (``on_policy_validated``).
+
+        Returns the mean KL; raises :class:`PPODivergenceError` on NaN/inf log-probs or values or KL > max_kl.
+        Changes no training state: no weights, optimizer, KL controller, shuffle generator, step, history or
+        samples; the global RNGs are restored and the model's train/eval mode too; extra metrics are not
+        computed (the reward source is called once more)."""
+        if self.step < 1:
+            raise ValueError("validate_policy checks a trained policy: run an update first")
+        step = self.step + 1
+        was_training = self.model.training
+        try:
+            with self._rng_untouched():
+                ro = self.make_rollout(self.batch_prompts(step), step, extra_metrics=False)
+        finally:
+            self.model.train(was_training)
+        mean_kl = self._check_policy(ro, step, final=True)
+        self._policy_validated()
+        return mean_kl
+
+    def _wants_validation(self) -> bool:
+        return any(type(cb).on_policy_validated is not Callback.on_policy_validated for cb in self.callbacks)
+
     def train(self) -> PPOResult:
-        """Run from ``self.step`` until ``cfg.total_updates`` (a callback's ``on_train_begin`` may resume)."""
+        """Run from ``self.step`` until ``cfg.total_updates`` (a callback's ``on_train_begin`` may resume).
+
+        When a callback implements ``on_policy_validated`` (a checkpoint does), the final policy is checked by
+        one extra rollout (:meth:`validate_policy`) before ``on_train_end``: a final policy beyond ``max_kl``
+        raises :class:`PPODivergenceError` and is not saved. The extra rollout costs time only."""
         from tqdm.auto import tqdm
 
         for cb in self.callbacks:
@@ -691,6 +821,8 @@ class PPOTrainerLite:
                 bar.update(1)
                 bar.set_postfix(score=f"{record['objective/scores']:.3f}", kl=f"{record['objective/kl']:.2f}",
                                 s=f"{record['time/update_s']:.2f}")
+            if self.step > 0 and self.validated_step != self.step and self._wants_validation():
+                self.validate_policy()
         finally:
             bar.close()
         for cb in self.callbacks:

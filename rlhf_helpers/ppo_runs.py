@@ -1,7 +1,8 @@
 """Running PPO in the course (notebook 05): what surrounds the algorithm of :mod:`rlhf_helpers.ppo`.
 
 * :func:`train_ppo` -- :func:`rlhf_helpers.ppo.train_ppo` with a checkpoint directory (saved every
-  ``cfg.save_every`` updates and at the end, resumed from) and the notebook's callbacks by default;
+  ``cfg.save_every`` updates and at the end, each once its policy has passed the trainer's checks; resumed from,
+  with the current settings) and the notebook's callbacks by default;
 * callbacks: :class:`Checkpoint`, :class:`LivePlot` (Jupyter), :class:`PrintSamples`;
 * checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`has_checkpoint`, :func:`load_ppo_policy`;
 * the beta sweep: :func:`beta_sweep`, :func:`sweep_summary`, :func:`save_beta_sweep`, :func:`load_ppo_logs`;
@@ -68,14 +69,23 @@ def _say(trainer: ppo.PPOTrainerLite, message: str) -> None:
 # =====================================================================================================
 class Checkpoint(ppo.Callback):
     """Keep the run in ``out_dir``: resume from it at the start (when ``resume`` and it holds a checkpoint),
-    save every ``every`` updates (default ``cfg.save_every``), after the last update and at the end.
-    A run that diverges keeps its last good checkpoint (the error message names its update)."""
+    save every ``every`` updates (default ``cfg.save_every``) and after the last update -- each one only once its
+    policy has passed the checks, so a run that diverges keeps a checkpoint that is good (the error names it).
+
+    An update due for a save is *pending* (``on_update``): its policy is unchecked, since the KL is measured on
+    the rollout sampled from it, i.e. the next update's. When that rollout passes, the trainer calls
+    ``on_policy_validated`` before changing anything, and the pending update is saved then; the last update's
+    policy is checked by the trainer's extra rollout at the end of ``train``. The global RNG state is the one
+    thing a reward source or extra metric could move in between, so it is taken at ``on_update``: a resumed
+    run continues bit for bit as the uninterrupted one."""
 
     def __init__(self, out_dir: str | Path, every: int | None = None, resume: bool = True) -> None:
         self.out_dir, self.every, self.resume = Path(out_dir), every, resume
+        self._pending: tuple[int, dict[str, Any]] | None = None  # (update, RNG state after it) awaiting its check
 
     def on_train_begin(self, trainer: ppo.PPOTrainerLite) -> None:
         trainer.out_dir = self.out_dir
+        self._pending = None
         if self.resume and has_checkpoint(self.out_dir):
             load_checkpoint(trainer, self.out_dir)
             _say(trainer, f"Resumed from {self.out_dir} at update {trainer.step}/{trainer.cfg.total_updates}.")
@@ -83,10 +93,15 @@ class Checkpoint(ppo.Callback):
     def on_update(self, trainer: ppo.PPOTrainerLite, record: dict[str, Any]) -> None:
         every = self.every or trainer.cfg.save_every
         if trainer.step % every == 0 or trainer.step == trainer.cfg.total_updates:
-            save_checkpoint(trainer, self.out_dir)
+            self._pending = (trainer.step, _rng_state())
+
+    def on_policy_validated(self, trainer: ppo.PPOTrainerLite) -> None:
+        if self._pending is not None and self._pending[0] == trainer.step:
+            save_checkpoint(trainer, self.out_dir, rng_state=self._pending[1])
+            self._pending = None
 
     def on_train_end(self, trainer: ppo.PPOTrainerLite) -> None:
-        if trainer.last_checkpoint_step != trainer.step:
+        if trainer.last_checkpoint_step != trainer.step and trainer.validated_step == trainer.step:
             save_checkpoint(trainer, self.out_dir)
 
 
@@ -184,11 +199,13 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> Path:
-    """Save policy (``save_pretrained``; adapters only for LoRA) + tokenizer, value head, optimizer, KL
-    controller, step, RNG states, the log and samples into ``out_dir`` -- atomically: everything is written
-    to a temporary directory next to it, then renamed into place (the previous checkpoint is moved aside
-    first and deleted last, so an interrupted save leaves one complete checkpoint).
+def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
+                    rng_state: Mapping[str, Any] | None = None) -> Path:
+    """Save policy (``save_pretrained``: safetensors; adapters only for LoRA) + tokenizer, value head
+    (safetensors), optimizer, KL controller, step, RNG states (``rng_state``, default: the current ones), the log
+    and samples into ``out_dir`` -- atomically: everything is written to a temporary directory next to it, then
+    renamed into place (the previous checkpoint is moved aside first and deleted last, so an interrupted save
+    leaves one complete checkpoint). :class:`Checkpoint` calls it only for a policy that passed its checks.
 
     Refuses to replace an existing non-empty directory that is not a PPO checkpoint.
     """
@@ -218,7 +235,7 @@ def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> Path:
                 "step": trainer.step,
                 "optimizer": trainer.optimizer.state_dict(),
                 "kl_controller": trainer.kl_ctl.state_dict(),
-                "rng": _rng_state(),
+                "rng": dict(rng_state) if rng_state is not None else _rng_state(),
                 "shuffle_gen": trainer.shuffle_gen.get_state(),
                 "last_checkpoint_step": trainer.step,
             }, tmp / STATE_FILE)
@@ -268,6 +285,12 @@ def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
 
     The trainer state is read first, with ``torch.load(weights_only=True)``: a file holding anything but
     tensors and plain values (a pickled object) is refused (``pickle.UnpicklingError``) before anything changes.
+
+    The trainer's config wins over the saved one: the optimizer's moments are restored, but its learning rates
+    (policy ``learning_rate``, value head ``learning_rate * value_lr_multiplier``) and ``adam_epsilon`` are the
+    current config's, and when ``kl_coef`` or ``adaptive_kl`` changed, beta restarts at the new ``kl_coef``
+    (otherwise the saved beta, e.g. where the adaptive controller had moved it, goes on). So the advice of a
+    divergence stop -- a lower learning rate, a larger beta -- takes effect when the run resumes.
     """
     from safetensors.torch import load_file
 
@@ -283,18 +306,26 @@ def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
     now_cfg = dataclasses.asdict(trainer.cfg)
     changed = [k for k in now_cfg if k not in ("total_updates", "save_every", "sample_every")
                and k in saved_cfg and saved_cfg[k] != now_cfg[k]]
+    new_beta = any(k in changed for k in ("kl_coef", "adaptive_kl"))
     if changed:
         _say(trainer, f"note: resuming {path} saved with different settings ({', '.join(changed)}); the new ones "
-                      "apply from here. Pass resume=False to start over.")
+                      "apply from here" + (f" (beta restarts at kl_coef = {trainer.cfg.kl_coef:g})" if new_beta else "")
+                      + ". Pass resume=False to start over.")
     _load_policy_weights(trainer.policy, path)
     vh = load_file(str(path / VALUE_HEAD_FILE))
     trainer.value_head.load_state_dict({k: v.to(trainer.value_head.linear.weight.dtype) for k, v in vh.items()})
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.kl_ctl.load_state_dict(state["kl_controller"])
+    trainer.optimizer.load_state_dict(state["optimizer"])  # brings back the saved learning rates too: ...
+    cfg = trainer.cfg
+    lrs = (cfg.learning_rate, cfg.learning_rate * cfg.value_lr_multiplier)  # ... the current config's apply
+    for group, lr in zip(trainer.optimizer.param_groups, lrs, strict=True):
+        group["lr"], group["eps"] = lr, cfg.adam_epsilon
+    if not new_beta:
+        trainer.kl_ctl.load_state_dict(state["kl_controller"])
     _set_rng_state(state["rng"])
     trainer.shuffle_gen.set_state(state["shuffle_gen"])
     trainer.step = int(state["step"])
     trainer.out_dir, trainer.last_checkpoint_step = Path(out_dir), trainer.step
+    trainer.validated_step = trainer.step  # saved only once it passed its checks (Checkpoint)
     trainer.history, trainer.samples = ([] if not (path / f).exists() else read_records(path / f)
                                         for f in (PPO_LOG, SAMPLES_FILE))
     return trainer.step

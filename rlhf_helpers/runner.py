@@ -3,6 +3,8 @@
 Each notebook runs in a fresh kernel whose environment carries the profile (``RLHF_PROFILE``) and the
 output root (``RLHF_OUTPUT_DIR``), so the tests can run the whole course into a temporary directory.
 The executed copy of every notebook is kept (``outputs/notebooks/``) and its wall time recorded.
+Before a notebook runs, the output root must be a folder that can be written (:meth:`Paths.check_root`), and
+the executed copies must not land in the folder of the source notebooks (they would overwrite them).
 """
 
 from __future__ import annotations
@@ -59,17 +61,33 @@ def _write_notebook(nb, path: Path) -> None:
     write_text(path, nbformat.writes(nb).rstrip("\n") + "\n")
 
 
+def check_outputs(paths: Paths, sources: Sequence[Path]) -> None:
+    """Before anything runs or is written: the output root must be a writable folder (``NotADirectoryError`` /
+    ``PermissionError`` from :meth:`Paths.check_root`), and the executed copies must not go to a folder holding
+    a source notebook (``ValueError``): ``RLHF_OUTPUT_DIR=..`` from ``notebooks/`` would write each executed
+    copy over its source."""
+    executed = paths.executed_notebooks.resolve()
+    for folder in {NOTEBOOK_DIR.resolve(), *(Path(s).resolve().parent for s in sources)}:
+        if executed == folder:
+            raise ValueError(f"The executed copies would be written to {paths.executed_notebooks}, the folder of the "
+                             "source notebooks, over them: set RLHF_OUTPUT_DIR to another folder "
+                             "(default: <repo>/outputs).")
+    paths.check_root()
+
+
 def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800) -> NotebookRun:
     """Run one notebook top to bottom; keep the executed copy under ``paths.executed_notebooks``.
 
     Raises :class:`NotebookFailed` naming the notebook and cell; the partly executed copy is kept
-    so the traceback can be read there.
+    so the traceback can be read there. An unusable output root or an executed copy that would overwrite a
+    source notebook is an error before the notebook runs (:func:`check_outputs`).
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
     path = Path(path)
+    check_outputs(paths, [path])
     nb = nbformat.read(str(path), as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
@@ -89,11 +107,13 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
 
 
 def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Paths | None = None) -> list[NotebookRun]:
-    """Execute the notebooks in order, print and save each one's wall time; stop at the first failure."""
+    """Execute the notebooks in order, print and save each one's wall time; stop at the first failure.
+    The output root is checked before the first notebook runs (:func:`check_outputs`)."""
     profile = resolve_profile_name(profile)
     paths = paths or Paths()
     runs: list[NotebookRun] = []
     notebooks = [nb for nb in course_notebooks() if not only or nb.name[:2] in only]
+    check_outputs(paths, notebooks)
     for nb in notebooks:
         print(f"[course] {nb.name} ...", flush=True)
         run = execute_notebook(nb, paths, profile)

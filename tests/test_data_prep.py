@@ -248,6 +248,252 @@ def test_missing_paths_and_dataset_splits(tmp_path):
         load_data(tmp_path / "plain_dir")
 
 
+# ----------------------------------------------------------------------------- broken and hostile files (issue 14)
+def _numbered_pairs(n: int) -> str:
+    return "".join(json.dumps({**PAIR, "prompt": f"p{i}"}) + "\n" for i in range(n))
+
+
+def test_damaged_gzip_names_the_file_and_the_line_reached(tmp_path):
+    packed = gzip.compress(_numbered_pairs(3000).encode())
+    (cut := tmp_path / "cut.jsonl.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataFormatError, match=r"cut\.jsonl\.gz: damaged gzip file, detected after line (\d+) "
+                                              r"\(Compressed file ended before the end-of-stream marker") as info:
+        load_data(cut)
+    assert 0 < int(re.search(r"after line (\d+)", str(info.value))[1]) < 3000
+    crc = bytearray(packed)
+    crc[-8] ^= 0xFF  # the CRC-32 in the gzip trailer
+    (bad := tmp_path / "crc.jsonl.gz").write_bytes(bytes(crc))
+    with pytest.raises(DataFormatError, match=r"crc\.jsonl\.gz: damaged gzip file, detected after line 3000 "
+                                              r"\(CRC check failed"):
+        load_data(bad)
+    assert cli(["check", str(bad)]) == 2
+
+
+def test_too_deeply_nested_json_names_file_and_line(tmp_path):
+    deep = "[" * 100_000 + "]" * 100_000
+    (lines := tmp_path / "deep.jsonl").write_text(json.dumps(PAIR) + "\n" + deep + "\n")
+    with pytest.raises(DataFormatError, match=r"deep\.jsonl:2: invalid JSON \(nested 100,000 levels deep"):
+        load_data(lines)
+    (doc := tmp_path / "deep.json").write_text("[\n" + json.dumps(PAIR) + ",\n" + deep + "\n]")
+    with pytest.raises(DataFormatError, match=r"deep\.json:3: invalid JSON \(nested 100,001 levels deep"):
+        load_data(doc)
+
+
+def test_numbers_too_long_are_errors_with_short_messages(tmp_path):
+    digits = "1" * 5000
+    (lines := tmp_path / "big.jsonl").write_text(json.dumps(PAIR) + '\n{"prompt": "p", "score": ' + digits + "}\n")
+    with pytest.raises(DataFormatError, match=r"big\.jsonl:2: field 'score' has a number with 5,000 digits; "
+                                              r"Python reads integers of at most 4,300 digits"):
+        load_data(lines)
+    (bad := tmp_path / "bad.jsonl").write_text('{"prompt": "p", "score": ' + digits + ', "bad\\x": 1}\n')
+    with pytest.raises(DataFormatError, match=r"bad\.jsonl:1: field 'score' has a number with 5,000 digits"):
+        load_data(bad)  # what follows the number is never decoded
+    (doc := tmp_path / "big.json").write_text('[{"prompt": "p",\n "response": "r",\n "score": ' + digits + "}]")
+    with pytest.raises(DataFormatError, match=r"big\.json:3: field 'score' has a number with 5,000 digits"):
+        load_data(doc)
+    (huge := tmp_path / "huge.jsonl").write_text('{"prompt": "p", "response": "r", "score": ' + "9" * 400 + "}\n")
+    with pytest.raises(DataFormatError, match=r"huge\.jsonl:1: field 'score' must be a number, got 9{57}\.\.\.$"):
+        load_data(huge)  # Python reads the integer, but no float holds it
+    (table := tmp_path / "big.csv").write_text("prompt,response,score\np,r," + digits + "\n")
+    with pytest.raises(DataFormatError, match=r"big\.csv:2: field 'score' must be a number, got '1{56}\.\.\.$"):
+        load_data(table)
+
+
+def test_lone_surrogates_are_errors_before_anything_is_written(tmp_path, capsys):
+    src = tmp_path / "s.jsonl"
+    src.write_text(json.dumps(PAIR) + '\n{"prompt": "p", "chosen": "c\\ud800", "rejected": "r"}\n')
+    with pytest.raises(DataFormatError, match=r"s\.jsonl:2: field 'chosen' holds an unpaired surrogate '\\ud800', "
+                                              r"which is not valid Unicode text"):
+        load_data(src)
+    out = tmp_path / "out.jsonl"
+    assert cli(["check", str(src)]) == 2 and cli(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("s.jsonl:2: field 'chosen' holds an unpaired surrogate") == 2 and "Traceback" not in err
+    assert not out.exists()
+    chat = tmp_path / "chat.jsonl"
+    chat.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\\udfff"}]}')
+    with pytest.raises(DataFormatError, match=r"chat\.jsonl:1: field 'messages\[1\]\.content' holds an unpaired"):
+        load_data(chat)
+    (doc := tmp_path / "s.json").write_text('[{"prompt": "p", "chosen": "c", "rejected": "r"},\n'
+                                            ' {"prompt": "p", "chosen": "c", "rejected": "\\udc00"}]')
+    with pytest.raises(DataFormatError, match=r"s\.json: record 2: field 'rejected' holds an unpaired surrogate"):
+        load_data(doc)
+    (pair := tmp_path / "emoji.jsonl").write_text('{"prompt": "p", "chosen": "\\ud83d\\ude00", "rejected": "r"}\n')
+    assert load_data(pair).records[0]["chosen"] == "\U0001F600"  # a surrogate *pair* is one valid character
+
+
+def test_output_folder_is_refused_before_writing(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [PAIR])
+    (out := tmp_path / "out").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"out: is a folder; give the output file's name, e\.g\. .*out/"):
+        convert_file(src, out)
+    assert cli(["convert", str(src), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out"] and not any(out.iterdir())
+
+
+def test_convert_refuses_to_write_over_its_input(tmp_path, capsys):
+    src = _messy(tmp_path)
+    before = src.read_bytes()
+    (link := tmp_path / "link.jsonl").symlink_to(src)
+    for out in (src, tmp_path / "." / "messy.jsonl", link):
+        with pytest.raises(DataFormatError, match=r"is the input file itself; write the output to another file"):
+            convert_file(src, out)
+    assert cli(["convert", str(src), str(src)]) == 2
+    assert "is the input file itself" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+BROKEN = [  # (file name, content, expected message): inputs the data layer once read silently or with a traceback
+    ("role.jsonl", json.dumps({"messages": [{"role": "wizard", "content": "hi"}, *UF_CHOSEN]}),
+     r"role\.jsonl:1: field 'messages' message 0 has unknown role 'wizard' \(expected system, user, assistant\)"),
+    ("role2.jsonl", json.dumps({"prompt": "p", "chosen": [{"role": "tool", "content": "x"}, *UF_CHOSEN[1:]],
+                                "rejected": UF_REJECTED}),
+     r"role2\.jsonl:1: field 'chosen' message 0 has unknown role 'tool'"),
+    ("dupcol.csv", "prompt,response,prompt\na,b,c\n", r"dupcol\.csv:1: column 'prompt' appears 2 times in the header"),
+    ("dupkey.jsonl", json.dumps(PAIR) + '\n{"prompt": "a", "chosen": "c", "rejected": "r", "prompt": "b"}\n',
+     r"dupkey\.jsonl:2: field 'prompt' appears twice \(JSON would keep only the last\)"),
+    ("dupnested.jsonl", '{"messages": [{"role": "user", "role": "assistant", "content": "x"}]}',
+     r"dupnested\.jsonl:1: field 'role' appears twice"),
+    ("dupkey.json", '[{"prompt": "a", "chosen": "c", "rejected": "r"},\n {"prompt": "a", "prompt": "b"}]',
+     r"dupkey\.json: record 2: field 'prompt' appears twice"),
+    ("dupwrap.json", '{"data": [{"prompt": "a", "response": "b"}], "data": [{"prompt": "c", "response": "d"}]}',
+     r"dupwrap\.json: field 'data' appears twice"),
+    ("multiline.csv", 'prompt,response,score\n"line 1\nline 2\nline 3",r,1\np,r,high\n',
+     r"multiline\.csv:5: field 'score' must be a number, got 'high'"),
+    ("ragged2.csv", 'prompt,response\n"a\nb",c\nd,e,f\n', r"ragged2\.csv:4: invalid CSV \(expected 2 fields, saw 3\)"),
+    ("unclosed.csv", 'prompt,response\np,r\n"never closed,r\nq,s\n',
+     r"unclosed\.csv:3: invalid CSV \(a quoted field is never closed\)"),
+    ("binary.jsonl", b'{"prompt": "p", "response": "r"}\n' * 3 + b'{"prompt": "\xff"}\n',
+     r"binary\.jsonl: not UTF-8 text at line 4 \(byte 0xff at column 13\)"),
+    ("binary.json", b'[\n{"prompt": "\xc3"}\n]', r"binary\.json: not UTF-8 text at line 2 \(byte 0xc3 at column 13\)"),
+    ("binary.csv", b"prompt,response\na,b\nc,\xe9\n", r"binary\.csv: not UTF-8 text at line 3 \(byte 0xe9 at column 3\)"),
+]
+
+
+@pytest.mark.parametrize(("name", "content", "message"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_input_is_an_error_naming_file_line_and_field(tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(DataFormatError, match=message):
+        load_data(path)
+    out = tmp_path / "out.jsonl"
+    for argv in (["check", str(path)], ["convert", str(path), str(out)]):  # the CLI: one line, exit code 2
+        assert cli(argv) == 2
+        err = capsys.readouterr().err
+        assert re.search(message, err) and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_cli_turns_path_errors_into_one_line(tmp_path, capsys):
+    src = write_jsonl(tmp_path / "in.jsonl", [PAIR])
+    assert cli(["convert", str(src), str(src / "x.jsonl")]) == 2  # the output's folder is a file
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli(["check", str(tmp_path / "nope.jsonl.gz")]) == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'nope.jsonl.gz'}: no such file or folder\n"
+
+
+def test_damaged_saved_datasets_and_hub_errors_are_data_errors(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    Dataset.from_list([PAIR]).save_to_disk(str(saved := tmp_path / "saved"))
+    (saved / "state.json").write_text("{oops")
+    with pytest.raises(DataFormatError, match=r"saved: damaged save_to_disk directory \(JSONDecodeError: "):
+        load_data(saved)
+
+    def unknown_split(name, split):
+        raise ValueError(f"Unknown split {split!r}. Should be one of ['train'].")
+
+    monkeypatch.setattr(datasets, "load_dataset", unknown_split)
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()  # the progress bar of save_to_disk
+    assert cli(["check", "owner/name", "--split", "tset"]) == 2
+    assert capsys.readouterr().err == "owner/name: Unknown split 'tset'. Should be one of ['train'].\n"
+
+
+def test_a_mistyped_local_path_is_never_sent_to_the_hub(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: calls.append(name) or Dataset.from_list([PAIR]))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("data/nosuch", "./nosuch", "~/nosuch", "/nosuch/x", "owner/file.jsonl", "owner/a.csv.gz", "nosuch"):
+        with pytest.raises(FileNotFoundError, match=f"^{re.escape(name)}: no such file or folder$"):
+            load_data(name)
+    assert cli(["check", "data/nosuch"]) == 2 and capsys.readouterr().err == "data/nosuch: no such file or folder\n"
+    assert calls == []
+    assert len(load_data("owner/tulu-2.5-mix")) == 1  # a hub name: a dot inside it is no file extension
+    assert calls == ["owner/tulu-2.5-mix"]
+
+
+def test_size_limit_is_checked_while_streaming(tmp_path, monkeypatch, capsys):
+    packed = gzip.compress((_numbered_pairs(60_000)).encode())  # ~3.5 MB of text, ~0.3 MB packed
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(packed[:-100])  # damaged near its end: only reading it all would notice
+    message = (r"bomb\.jsonl\.gz: more than 1,000,000 bytes of data \(after decompression\); raise the limit with "
+               r"max_bytes=\.\.\. \(CLI: --max-bytes\) or data_prep\.MAX_BYTES")
+    with pytest.raises(DataFormatError, match=message):
+        load_data(bomb, max_bytes=10**6)
+    assert cli(["check", str(bomb), "--max-bytes", "1M"]) == 2 and re.search(message, capsys.readouterr().err)
+    monkeypatch.setattr(data_prep, "MAX_BYTES", 10**6)  # the module default, read at each call
+    with pytest.raises(DataFormatError, match=message):
+        load_data(bomb)
+    with pytest.raises(DataFormatError, match="damaged gzip file"):
+        load_data(bomb, max_bytes=10**7)  # a higher limit reads on, to the damage
+    (plain := tmp_path / "plain.jsonl").write_text(_numbered_pairs(100))
+    with pytest.raises(DataFormatError, match=r"plain\.jsonl: more than 1,000 bytes"):
+        convert_file(plain, tmp_path / "out.jsonl", max_bytes=1000)
+    assert len(load_data(plain)) == 100  # 1,000,000 bytes are enough here
+    pd.DataFrame([{**PAIR, "prompt": f"p{i}"} for i in range(1000)]).to_parquet(table := tmp_path / "t.parquet")
+    with pytest.raises(DataFormatError, match=r"t\.parquet: more than 1,000 bytes"):
+        load_data(table, max_bytes=1000)
+    assert len(load_data(table)) == 1000
+
+
+def test_record_size_limit(tmp_path, capsys):
+    import csv
+
+    path = write_jsonl(tmp_path / "long.jsonl", [PAIR, {**PAIR, "chosen": "x" * 5000}])
+    with pytest.raises(DataFormatError, match=r"long\.jsonl:2: line longer than 1,000 characters; raise the limit "
+                                              r"with max_record_chars=\.\.\. \(CLI: --max-record-chars\)"):
+        load_data(path, max_record_chars=1000)
+    assert len(load_data(path, max_record_chars=5100)) == 2
+    assert cli(["check", str(path), "--max-record-chars", "1K"]) == 2 and "line longer" in capsys.readouterr().err
+    table = tmp_path / "tall.csv"  # one record of many short lines
+    table.write_text('prompt,response\np,r\n"' + "a\n" * 600 + '",r\n')
+    with pytest.raises(DataFormatError, match=r"tall\.csv:3: record longer than 1,000 characters"):
+        load_data(table, max_record_chars=1000)
+    limit = csv.field_size_limit()
+    (wide := tmp_path / "wide.csv").write_text("prompt,response\np," + "y" * 200_000 + "\n")
+    assert load_data(wide).records[0]["response"] == "y" * 200_000  # more than csv's own 131,072 default
+    assert csv.field_size_limit() == limit  # restored
+
+
+VALID_CSV = {  # CSV dialect corners: the records must be the ones pandas read before the switch to the csv module
+    "crlf": "prompt,response\r\nq1,a1\r\nq2,a2\r\n",
+    "cr": "prompt,response\rq1,a1\rq2,a2\r",
+    "quoted": 'prompt,response\n"multi\nline, with comma",a1\n"say ""hi""",a2\n"crlf\r\ninside",a3\n',
+    "short_row": "prompt,response,score\nq1,a1\nq2,a2,3\n",
+    "blank_lines": "\nprompt,response\n\nq1,a1\n  \n\t\nq2,a2\n\n",
+    "saved_index": ",prompt,response\n0,q1,a1\n1,q2,a2\n",
+    "bom_empty_cells": "\ufeffprompt,response\nq1,\n,a2\n",
+    "after_quote": 'prompt,response\nq1,"a1"x\n',
+    "no_final_newline": 'prompt,response\nq1,"a1"',
+    "tsv": "prompt\tresponse\nq1\t a1 \n\t\n",
+}
+
+
+@pytest.mark.parametrize("name", VALID_CSV)
+def test_csv_records_are_those_pandas_reads(tmp_path, name):
+    path = tmp_path / ("v.tsv" if name == "tsv" else "v.csv")
+    path.write_bytes(VALID_CSV[name].encode())
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep="\t" if name == "tsv" else ",")
+    expected = frame.drop(columns=[c for c in frame.columns if re.fullmatch(r"Unnamed: \d+", c)]).to_dict("records")
+    assert data_prep.read_rows(path)[0] == expected
+
+
 # ----------------------------------------------------------------------------- validation
 def _messy(tmp_path: Path) -> Path:
     rows = [

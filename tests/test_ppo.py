@@ -5,7 +5,10 @@ helpers below.)"""
 from __future__ import annotations
 
 import math
+import random
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -260,6 +263,38 @@ def test_runaway_kl_stops_the_run(make_tiny_model, tiny_tokenizer):
         run(make_tiny_model(), tiny_tokenizer, reward, cfg)
 
 
+class ScaledReward(TokenFrequencyReward):
+    """TokenFrequencyReward times ``scale`` plus ``shift``: a reward on the wrong scale."""
+
+    def __init__(self, tokenizer, target, scale: float, shift: float = 0.0) -> None:
+        super().__init__(tokenizer, target)
+        self.scale, self.shift = scale, shift
+
+    def score(self, prompts, responses):
+        return super().score(prompts, responses) * self.scale + self.shift
+
+
+def test_scores_far_outside_ppos_scale_are_warned_about_once_per_run(make_tiny_model, tiny_tokenizer):
+    big = ScaledReward(tiny_tokenizer, target_ids(tiny_tokenizer), scale=1e6, shift=3e5)
+    cfg = small_cfg(total_updates=2, batch_size=8)
+    with pytest.warns(RuntimeWarning) as caught:
+        hist = run(make_tiny_model(), tiny_tokenizer, big, cfg).history
+    msgs = [str(w.message) for w in caught if "scale PPO expects" in str(w.message)]
+    assert len(msgs) == 1, msgs  # once per run, not every update
+    assert "mean |score| = 3" in msgs[0] and f"more than {ppo.SCORE_SCALE_LIMIT:g}" in msgs[0]
+    assert "Normalise the reward" in msgs[0] and "score_clip" in msgs[0]
+    assert hist[0]["loss/value_avg"] > 1e6  # what it warns about: the value loss explodes, the KL penalty is noise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no warning: clipped scores, a reward of order 1 ... or 90
+        run(make_tiny_model(), tiny_tokenizer, big, small_cfg(total_updates=1, batch_size=8, score_clip=5.0))
+        run(make_tiny_model(), tiny_tokenizer, TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer)),
+            small_cfg(total_updates=1, batch_size=8))
+        run(make_tiny_model(), tiny_tokenizer, ConstantReward(90.0), small_cfg(total_updates=1, batch_size=8))
+    with pytest.warns(RuntimeWarning, match="std = "):  # a spread of 1000 around 0 too
+        run(make_tiny_model(), tiny_tokenizer, ScaledReward(tiny_tokenizer, target_ids(tiny_tokenizer), 1e4, -1e3),
+            small_cfg(total_updates=1, batch_size=8))
+
+
 def test_gradient_accumulation_steps_the_optimizer_once_per_minibatch(make_tiny_model, tiny_tokenizer):
     cfg = small_cfg(total_updates=1, gradient_accumulation_steps=4)
     trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, ConstantReward(), PROMPTS, cfg,
@@ -320,6 +355,81 @@ class Recorder(ppo.Callback):
 
     def on_train_end(self, trainer):
         self.calls.append(("end", trainer.step))
+
+
+def training_state(trainer) -> dict:
+    """Everything a checkpoint holds, and the global RNGs, copied."""
+    return {"step": trainer.step, "history": [dict(r) for r in trainer.history], "samples": list(trainer.samples),
+            "weights": {k: v.clone() for k, v in trainer.unwrapped.state_dict().items()},
+            "adam": {k: {n: t.clone() for n, t in v.items()} for k, v in trainer.optimizer.state_dict()["state"].items()},
+            "lrs": [g["lr"] for g in trainer.optimizer.param_groups], "beta": trainer.kl_ctl.value,
+            "shuffle_gen": trainer.shuffle_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(), "numpy_rng": np.random.get_state()[1].copy()}
+
+
+def same_state(a: dict, b: dict) -> bool:
+    def eq(x, y):
+        if isinstance(x, torch.Tensor | np.ndarray):
+            return bool((x == y).all()) and x.shape == y.shape
+        if isinstance(x, dict):
+            return x.keys() == y.keys() and all(eq(x[k], y[k]) for k in x)
+        return x == y
+    return a.keys() == b.keys() and all(eq(a[k], b[k]) for k in a)
+
+
+class ValidationWatcher(ppo.Callback):
+    """Checks that when a policy is announced as validated, its training state is exactly what its update left."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.after_update: dict = {}
+
+    def on_update(self, trainer, record):
+        self.calls.append(("update", trainer.step))
+        self.after_update = training_state(trainer)
+
+    def on_policy_validated(self, trainer):
+        self.calls.append(("validated", trainer.step))
+        assert trainer.validated_step == trainer.step
+        assert same_state(training_state(trainer), self.after_update)
+
+    def on_train_end(self, trainer):
+        self.calls.append(("end", trainer.step))
+        assert same_state(training_state(trainer), self.after_update)  # the extra rollout changed nothing
+
+
+def test_a_policy_is_announced_as_validated_only_after_its_check_and_with_its_state_untouched(
+        make_tiny_model, tiny_tokenizer):
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    cfg = small_cfg(total_updates=3, batch_size=8, adaptive_kl=True, target_kl=0.01, kl_horizon=100)
+    plain = run(make_tiny_model(), tiny_tokenizer, reward, cfg)  # no callback wants validation: no extra rollout
+    calls = reward.calls
+    watcher = ValidationWatcher()
+    checked = ppo.train_ppo(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, cfg, callbacks=[watcher],
+                            progress=False)
+    assert reward.calls - calls == 3 + 1  # one rollout per update, and one to check the final policy
+    assert watcher.calls == [("update", 1), ("validated", 1), ("update", 2), ("validated", 2), ("update", 3),
+                             ("validated", 3), ("end", 3)]
+    # the extra rollout costs only time: same log, samples and weights as without it
+    assert [untimed(r) for r in checked.history] == [untimed(r) for r in plain.history]
+    assert checked.samples == plain.samples
+    assert all(torch.equal(a, b) for a, b in zip(checked.policy.state_dict().values(),
+                                                 plain.policy.state_dict().values(), strict=True))
+
+
+def test_a_final_policy_beyond_max_kl_fails_its_check(make_tiny_model, tiny_tokenizer):
+    # lr 1e-2, no KL penalty: mean KL 0 (update 1's rollout), 0.76 (update 2's), 2.85 (the policy after update 2)
+    cfg = small_cfg(total_updates=2, learning_rate=1e-2, kl_coef=0.0, max_kl=2.0)
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    assert len(run(make_tiny_model(), tiny_tokenizer, reward, cfg).history) == 2  # nothing asks for the check
+    with pytest.raises(ppo.PPODivergenceError, match=r"after its last update \(2\): the check of the final policy "
+                       r"found runaway KL: .* = [\d.]+ nats > max_kl = 2\.0\. That policy was not saved; no checkpoint"):
+        ppo.train_ppo(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, cfg, callbacks=[ValidationWatcher()],
+                      progress=False)
+
+
+def untimed(r):
+    return {k: v for k, v in r.items() if not k.startswith("time/")}
 
 
 def test_callback_hooks_run_in_order_and_nothing_is_saved_by_default(make_tiny_model, tiny_tokenizer, tmp_path,

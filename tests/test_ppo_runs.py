@@ -3,17 +3,19 @@ course loader, on short runs of a tiny GPT-2. The rewards, settings and prompts 
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 import os
 import pickle
+import shutil
 
 import pytest
 import torch
 from test_ppo import PROMPTS, ConstantReward, TokenFrequencyReward, small_cfg, target_ids
 
 from rlhf_helpers import ppo, ppo_runs
-from rlhf_helpers.core.artifacts import PPO_INFO, PPO_LOG, old_dir
+from rlhf_helpers.core.artifacts import PPO_INFO, PPO_LOG, REPO_ROOT, old_dir
 from rlhf_helpers.core.config import PPOConfig
 
 
@@ -46,6 +48,122 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(make_tiny_model, tin
     assert len((out / PPO_LOG).read_text().splitlines()) == 2
     assert ppo_runs.load_ppo_policy(out, device="cpu") is not None
     assert not list(tmp_path.glob(".ppo.*"))  # no temporary directories left behind
+
+
+def policy_kl(model, tokenizer, reward, cfg, out_dir) -> tuple[int, float]:
+    """The step of the checkpoint in ``out_dir`` and the mean KL of its policy, on the rollout sampled from it."""
+    trainer = ppo.PPOTrainerLite(model, None, tokenizer, reward, PROMPTS, cfg, callbacks=[], progress=False)
+    step = ppo_runs.load_checkpoint(trainer, out_dir)
+    return step, trainer.make_rollout(trainer.batch_prompts(step + 1), step + 1).kl.sum(1).mean().item()
+
+
+def test_a_run_that_diverges_keeps_a_checkpoint_that_passed_its_check_and_the_advice_works(
+        make_tiny_model, tiny_tokenizer, tmp_path, capsys):
+    out = tmp_path / "ppo"
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    # lr 1e-2, no KL penalty: mean KL 0, 0.76, then 2.85 on the rollout of update 3 -- the policy update 2 left
+    high = small_cfg(total_updates=4, learning_rate=1e-2, kl_coef=0.0, max_kl=2.0, save_every=1)
+    with pytest.raises(ppo.PPODivergenceError, match=r"update 3: runaway KL.*> max_kl = 2.0\. The policy this "
+                       r"rollout was sampled from \(after update 2\) failed the check and was not saved; the last "
+                       r"good checkpoint \(update 1\) is kept in .*Try a lower learning_rate.*resumes from that "
+                       r"checkpoint with the new settings") as e:
+        run(make_tiny_model(), tiny_tokenizer, reward, high, out_dir=out)
+    assert e.value.checkpoint_step == 1 and json.loads((out / PPO_INFO).read_text())["step"] == 1
+    step, kl = policy_kl(make_tiny_model(), tiny_tokenizer, reward, high, out)
+    assert step == 1 and kl <= high.max_kl  # the checkpoint kept is good (it was the diverged policy: update 2)
+
+    # the advice: a lower learning rate. The re-run resumes from update 1 at the NEW rate, and finishes
+    low = dataclasses.replace(high, learning_rate=1e-4)
+    capsys.readouterr()
+    result = ppo_runs.train_ppo(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, low, out_dir=out,
+                                callbacks=[], progress=False)
+    assert "Resumed from" in capsys.readouterr().out
+    assert [r["step"] for r in result.history] == [1, 2, 3, 4] and result.stopped is None
+    assert [r["lr"] for r in result.history] == [1e-2, 1e-4, 1e-4, 1e-4]
+    assert all(r["objective/kl"] <= low.max_kl for r in result.history)
+    assert json.loads((out / PPO_INFO).read_text())["step"] == 4
+    trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, low, callbacks=[],
+                                 progress=False)
+    ppo_runs.load_checkpoint(trainer, out)
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [1e-4, 1e-4 * low.value_lr_multiplier]
+
+
+def test_a_resumed_run_takes_the_new_beta_and_learning_rates(make_tiny_model, tiny_tokenizer, tmp_path, capsys):
+    out = tmp_path / "ppo"
+    adaptive = small_cfg(total_updates=2, adaptive_kl=True, target_kl=0.01, kl_horizon=100)
+    first = run(make_tiny_model(), tiny_tokenizer, ConstantReward(), adaptive, out_dir=out)
+    moved_beta = json.loads((out / PPO_LOG).read_text().splitlines()[-1])["objective/beta"]
+    assert moved_beta < adaptive.kl_coef and len(first.history) == 2
+
+    def resumed(cfg):
+        trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, ConstantReward(), PROMPTS, cfg,
+                                     callbacks=[], progress=False)
+        ppo_runs.load_checkpoint(trainer, out)
+        return trainer
+
+    same = resumed(dataclasses.replace(adaptive, total_updates=3))  # same KL settings: the adaptive beta goes on
+    assert same.kl_ctl.value < adaptive.kl_coef and same.kl_ctl.value != adaptive.kl_coef
+    capsys.readouterr()
+    for change in ({"kl_coef": 0.5}, {"adaptive_kl": False}, {"kl_coef": 0.5, "learning_rate": 3e-4,
+                                                              "value_lr_multiplier": 2.0, "adam_epsilon": 1e-6}):
+        cfg = dataclasses.replace(adaptive, **change)
+        trainer = resumed(cfg)
+        assert trainer.kl_ctl.value == cfg.kl_coef and type(trainer.kl_ctl) is type(ppo.make_kl_controller(cfg))
+        assert [(g["lr"], g["eps"]) for g in trainer.optimizer.param_groups] == [
+            (cfg.learning_rate, cfg.adam_epsilon), (cfg.learning_rate * cfg.value_lr_multiplier, cfg.adam_epsilon)]
+        assert f"beta restarts at kl_coef = {cfg.kl_coef:g}" in capsys.readouterr().out
+
+
+class DrawsRandomNumbers(TokenFrequencyReward):
+    """A reward that moves the global RNGs (a sampled judge, a reward model in train mode ...)."""
+
+    def score(self, prompts, responses):
+        import random
+
+        noise = torch.rand(len(responses)) * 0.01 + random.random() * 0.01
+        return super().score(prompts, responses) + noise
+
+
+class CopyAt(ppo.Callback):
+    """Copy ``out_dir`` to ``dest`` right after the checkpoint of update ``step`` is saved."""
+
+    def __init__(self, out_dir, dest, step) -> None:
+        self.out_dir, self.dest, self.step = out_dir, dest, step
+
+    def on_policy_validated(self, trainer):
+        if trainer.step == self.step:
+            shutil.copytree(self.out_dir, self.dest)
+
+
+def test_a_checkpoint_saved_after_its_check_resumes_bit_for_bit_even_when_the_reward_draws_random_numbers(
+        make_tiny_model, tiny_tokenizer, tmp_path):
+    reward = DrawsRandomNumbers(tiny_tokenizer, target_ids(tiny_tokenizer))
+    cfg = small_cfg(total_updates=4, save_every=2)
+    torch.manual_seed(0)
+    # the checkpoint of update 2 is saved during update 3, after its rollout's reward drew random numbers ...
+    full = ppo.train_ppo(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS, cfg, progress=False,
+                         callbacks=[ppo_runs.Checkpoint(tmp_path / "a"), CopyAt(tmp_path / "a", tmp_path / "b", 2)])
+    assert json.loads((tmp_path / "b" / PPO_INFO).read_text())["step"] == 2
+    torch.manual_seed(123)  # ... yet it holds the RNG state update 2 left, so the resumed run draws the same
+    resumed = run(make_tiny_model(), tiny_tokenizer, reward, cfg, out_dir=tmp_path / "b")
+    assert [untimed(r) for r in resumed.history] == [untimed(r) for r in full.history]
+    assert all(torch.equal(a, b) for a, b in zip(resumed.policy.state_dict().values(),
+                                                 full.policy.state_dict().values(), strict=True))
+
+
+def test_weights_go_through_safetensors_and_torch_load_is_weights_only(make_tiny_model, tiny_tokenizer, tmp_path):
+    out = tmp_path / "ppo"
+    run(make_tiny_model(), tiny_tokenizer, ConstantReward(), small_cfg(total_updates=1), out_dir=out)
+    files = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", ppo_runs.VALUE_HEAD_FILE} <= files
+    assert {f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))} == {ppo_runs.STATE_FILE}  # no weights
+    loads = []
+    for source in (REPO_ROOT / "rlhf_helpers").rglob("*.py"):  # every torch.load call in the package ...
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                weights_only = {k.arg: k.value for k in node.keywords}.get("weights_only")
+                loads.append((source.name, node.lineno, isinstance(weights_only, ast.Constant) and weights_only.value))
+    assert loads and all(ok for *_, ok in loads), loads  # ... passes weights_only=True
 
 
 def test_a_save_interrupted_between_its_renames_resumes_from_the_old_copy(make_tiny_model, tiny_tokenizer, tmp_path):
@@ -97,9 +215,9 @@ def test_checkpoint_every_and_resume_false(make_tiny_model, tiny_tokenizer, tmp_
     cb = ppo_runs.Checkpoint(out, every=2)
     original = ppo_runs.save_checkpoint
 
-    def counting_save(trainer, out_dir):
+    def counting_save(trainer, out_dir, **kwargs):
         saves.append(trainer.step)
-        return original(trainer, out_dir)
+        return original(trainer, out_dir, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ppo_runs, "save_checkpoint", counting_save)

@@ -1,12 +1,14 @@
 """The notebook runner (`make course`): executes a notebook with the profile in its environment, reports the
 failing cell, keeps the executed copy, records wall times and writes the results into the README."""
 
+import tempfile
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+from rlhf_helpers import runner
 from rlhf_helpers.core.artifacts import REPO_ROOT, Paths
 from rlhf_helpers.runner import (
     README_END,
@@ -48,6 +50,48 @@ def test_update_readme_replaces_only_the_results_section(tmp_path):
 
 
 def test_an_empty_output_variable_never_overwrites_a_source_notebook(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(runner, "execute_notebook", lambda nb, paths, profile: ran.append(nb))  # no kernel here
     monkeypatch.setenv("RLHF_OUTPUT_DIR", "")
     monkeypatch.chdir(tmp_path)
-    assert Paths().executed_notebooks == REPO_ROOT / "outputs" / "notebooks"
+    with pytest.raises(ValueError, match="RLHF_OUTPUT_DIR is set but empty: unset it, or set it to a folder"):
+        runner.run_course("tiny")  # an error before any notebook runs (Paths() raises)
+    assert ran == [] and list(tmp_path.iterdir()) == []
+
+
+def test_executed_copies_never_go_over_the_source_notebooks(tmp_path, monkeypatch):
+    sources = tmp_path / "notebooks"
+    sources.mkdir()
+    nb = _write(sources / "ok.ipynb", "print('ran')")
+    before = nb.read_text()
+    monkeypatch.chdir(sources)
+    monkeypatch.setenv("RLHF_OUTPUT_DIR", "..")  # from notebooks/: ../notebooks is the source folder itself
+    for paths in (Paths(), Paths(root=tmp_path)):
+        with pytest.raises(ValueError, match="executed copies would be written to .*folder of the source notebooks"):
+            execute_notebook(nb, paths)
+    assert nb.read_text() == before  # never executed, never overwritten
+    with pytest.raises(ValueError, match="folder of the source notebooks"):  # the course's own folder too
+        runner.check_outputs(Paths(root=REPO_ROOT), [])
+
+
+def test_an_unusable_output_root_is_an_error_before_any_notebook_runs(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setattr(runner, "execute_notebook", lambda nb, paths, profile: ran.append(nb))  # no kernel here
+    (tmp_path / "out").write_text("a file, not a folder")
+    with pytest.raises(NotADirectoryError, match="output root .*out is a file, not a folder"):
+        runner.run_course("tiny", only=["00"], paths=Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data"))
+    assert ran == [] and (tmp_path / "out").read_text() == "a file, not a folder"
+    nb = _write(tmp_path / "ok.ipynb", "print('ran')")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        execute_notebook(nb, Paths(root=tmp_path / "out" / "sub"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.ipynb", "out"]
+    locked = tmp_path / "locked"
+    locked.mkdir()
+
+    def no_write(*args, **kwargs):  # a read-only folder (chmod alone does not stop root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_write)
+    with pytest.raises(PermissionError, match="output root .*locked cannot be written"):
+        runner.run_course("tiny", only=["00"], paths=Paths(root=locked, data_dir=REPO_ROOT / "data"))
+    assert ran == [] and list(locked.iterdir()) == []

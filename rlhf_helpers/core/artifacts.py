@@ -8,12 +8,16 @@
 * Atomic I/O -- :func:`atomic_dir` (a whole checkpoint folder), :func:`write_text` (one file; :func:`write_json`,
   :func:`write_jsonl`, :func:`write_csv` and the summary and notebook writers go through it), :func:`read_json`, :func:`read_records`.
   A reader never sees half a file: each write goes to a temporary name beside the target, then ``os.replace``.
+  What an interrupted write left beside a target (its temporary file or folders, an ``.old`` copy) is removed
+  by the next successful write to that target, and nothing else is. What they create follows the umask, as a
+  plain ``open``/``mkdir`` would (``tempfile``'s own 0600/0700 is not kept).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -64,13 +68,26 @@ class MissingStageError(FileNotFoundError):
     """An earlier stage's artifacts are missing; the message names the notebook to run first."""
 
 
+def _folder_from_env(variable: str, default: Path) -> Path:
+    """``$variable`` as a path, ``default`` when unset. Set but empty is an error: an empty path would mean the
+    current folder (``notebooks/`` when a notebook runs there), and quietly using the default instead would
+    hide the mistake."""
+    value = os.environ.get(variable)
+    if value is None:
+        return default
+    if not value.strip():
+        raise ValueError(f"{variable} is set but empty: unset it, or set it to a folder (default: {default}).")
+    return Path(value)
+
+
 @dataclass
 class Paths:
-    """Where artifacts go. ``root`` defaults to ``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``."""
+    """Where artifacts go. ``root`` defaults to ``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``, ``data_dir`` to
+    ``$RLHF_DATA_DIR`` or ``<repo>/data``; a variable set to an empty string raises ``ValueError``.
+    :meth:`check_root` says whether the root can be written before anything is."""
 
-    # an empty variable counts as unset (an empty path would mean the current folder: notebooks/ when run there)
-    root: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_OUTPUT_DIR") or REPO_ROOT / "outputs"))
-    data_dir: Path = field(default_factory=lambda: Path(os.environ.get("RLHF_DATA_DIR") or REPO_ROOT / "data"))
+    root: Path = field(default_factory=lambda: _folder_from_env("RLHF_OUTPUT_DIR", REPO_ROOT / "outputs"))
+    data_dir: Path = field(default_factory=lambda: _folder_from_env("RLHF_DATA_DIR", REPO_ROOT / "data"))
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -116,6 +133,25 @@ class Paths:
             raise MissingStageError(f"No '{stage}' artifacts at {path}. Run notebooks/{notebook(stage)} first.")
         return path
 
+    def check_root(self) -> Path:
+        """The output root, created if missing, after checking that files can be written in it: a root that is
+        a file (or lies under one) raises ``NotADirectoryError``, one that cannot be written ``PermissionError``,
+        both naming the folder and ``RLHF_OUTPUT_DIR``. Call it before writing anything (the runner does)."""
+        root = self.root
+        hint = "set RLHF_OUTPUT_DIR to a folder you can write (default: <repo>/outputs)"
+        blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            where = "is a file" if blocker == root else f"lies under {blocker}, which is a file"
+            raise NotADirectoryError(f"The output root {root} {where}, not a folder: {hint}.")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=root)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise PermissionError(f"The output root {root} cannot be written ({err.strerror or err}): {hint}.") from None
+        return root
+
     def finished(self, stage: str) -> Path:
         """The stage's checkpoint folder if its done-marker is there; else :class:`MissingStageError` naming
         the notebook to run."""
@@ -127,15 +163,56 @@ class Paths:
 
 
 # ----------------------------------------------------------------------------------------- atomic I/O
+def _umask() -> int:
+    """The process's umask. Reading it means setting it: set a strict one (0o077) for that instant -- never a
+    laxer one another thread could create a file under -- and put the old one back at once."""
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def _tmp_dir_pattern(target: Path) -> re.Pattern[str]:
+    """Names of :func:`atomic_dir`'s temporary folders for ``target``: ``.<name>.tmp-`` + mkdtemp's 8 characters
+    (so a sibling ``<name>.tmp-x``'s own folders never match)."""
+    return re.compile(re.escape(f".{target.name}.tmp-") + r"[a-z0-9_]{8}")
+
+
+def _clean_stale(target: str | Path) -> list[Path]:
+    """Remove what interrupted writes of ``target`` left beside it -- :func:`atomic_dir`'s ``.<name>.tmp-*``
+    folders and :func:`write_text`'s ``.<name>.tmp`` file -- and nothing else; returns what was removed.
+    :func:`atomic_dir` and :func:`write_text` call it before each write (one writer per target at a time, as
+    before: two writers of one target would replace each other's copy anyway). ``.<name>.old`` is not touched
+    here: while ``target`` is missing it is the one complete copy; :func:`atomic_dir` removes it once its own
+    swap is done."""
+    target = Path(target)
+    removed = []
+    if target.parent.is_dir():
+        pattern = _tmp_dir_pattern(target)
+        for p in target.parent.iterdir():
+            if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    tmp_file = _tmp_file(target)
+    if tmp_file.is_file() or tmp_file.is_symlink():
+        tmp_file.unlink(missing_ok=True)
+        removed.append(tmp_file)
+    return removed
+
+
 def atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
     """``write(tmp)`` into a fresh temporary directory next to ``target``, then swap it in: the old directory is
     first renamed to ``.<name>.old`` (:func:`old_dir`) and deleted last, so an interrupted save leaves one complete
-    copy. Every stage's checkpoint and the prepared data are written this way."""
+    copy. Every stage's checkpoint and the prepared data are written this way.
+
+    Temporary folders an earlier, interrupted call left for ``target`` are removed first (:func:`_clean_stale`);
+    the folder gets the mode a plain ``mkdir`` would give (``0o777 & ~umask``), not mkdtemp's 0700."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     old = old_dir(target)
     try:
+        os.chmod(tmp, 0o777 & ~_umask())
         write(tmp)
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -152,13 +229,25 @@ def old_dir(target: Path) -> Path:
     return target.with_name(f".{target.name}.old")
 
 
+def _tmp_file(path: Path) -> Path:
+    """:func:`write_text`'s temporary file for ``path``."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_text(path: str | Path, text: str) -> Path:
-    """``text`` written to ``path`` atomically (``.<name>.tmp`` next to it, then ``os.replace``); creates the folder."""
+    """``text`` written to ``path`` atomically (``.<name>.tmp`` next to it, then ``os.replace``); creates the folder.
+    A write that fails removes its temporary file; one that was killed leaves it for the next write to remove
+    (:func:`_clean_stale`). The file is created by ``open``, so it follows the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    _clean_stale(path)
+    tmp = _tmp_file(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
