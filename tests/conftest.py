@@ -14,6 +14,12 @@ Fixtures (reuse them in any test module):
   tokenizer above. Fast (~20 ms), so each test gets its own model and can change it freely.
 * ``course_data_dir`` -- a directory holding small ``sft/preferences/heldout/pretrain.jsonl`` files in the
   canonical schemas (DESIGN.md), built from ``sample_texts``; for code that reads the course data files.
+* ``one_torch_thread`` -- torch on one thread for the test (restored after): the tiny models gain nothing from
+  intra-op threads, and on a shared, busy CPU two threads can make each small matmul ~50x slower (OpenMP threads
+  waiting for each other). Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+* ``sft_profile``, ``sft_prep``, ``full_sft_run`` -- *module*-scoped (each test module gets its own): a tiny
+  profile on ``course_data_dir`` with a 2-layer base built from it and short SFT/QLoRA settings, its prepared
+  data, and a full SFT run of :data:`SFT_STEPS` steps on it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pathlib import Path
 import pytest
 
 from rlhf_helpers.core.config import ModelConfig
+
+SFT_STEPS = 30  # steps of the SFT and QLoRA runs of the sft_* fixtures
 
 TOPICS = {
     "cooking": ["pasta", "garlic", "oven", "recipe", "salt", "onion", "soup", "bread"],
@@ -106,6 +114,46 @@ def course_data_dir(tmp_path_factory) -> Path:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
     return root
+
+
+@pytest.fixture
+def one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sft_profile(tmp_path_factory, course_data_dir, tiny_model_config):
+    from rlhf_helpers.core import base_model
+    from rlhf_helpers.core.artifacts import Paths
+    from rlhf_helpers.core.config import Profile, QLoRAConfig, SFTConfig
+    from rlhf_helpers.data_prep import prepare_course_data
+
+    common = dict(max_steps=SFT_STEPS, per_device_train_batch_size=16, eval_steps=10, logging_steps=5, max_length=96)
+    prof = Profile(name="tiny", model=tiny_model_config, sft=SFTConfig(learning_rate=3e-3, **common),
+                   qlora=QLoRAConfig(learning_rate=1e-2, lora_r=8, lora_alpha=16, lora_dropout=0.0, **common),
+                   paths=Paths(root=tmp_path_factory.mktemp("sft_out"), data_dir=course_data_dir))
+    prepare_course_data(prof)
+    base_model.build_tiny_base(prof, progress=False)
+    return prof
+
+
+@pytest.fixture(scope="module")
+def sft_prep(sft_profile):
+    from rlhf_helpers.data_prep import load_prepared
+
+    return load_prepared(sft_profile)
+
+
+@pytest.fixture(scope="module")
+def full_sft_run(sft_profile, sft_prep):
+    from rlhf_helpers import sft_full
+
+    return sft_full.train_full(sft_profile, sft_prep, progress=False)
 
 
 def pytest_collection_modifyitems(config, items):

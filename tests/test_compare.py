@@ -10,24 +10,14 @@ from rlhf_helpers.core import compare
 from rlhf_helpers.core.text_metrics import rouge_scores
 from rlhf_helpers.judge import GoldJudge
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny models gain nothing from intra-op threads; on a shared, busy CPU two threads can make each small
-    matmul ~50x slower (OpenMP threads waiting for each other). Restored after this module."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 PROMPTS = ["How do I cook pasta?", "Tell me about soil.", "What is a comet?", "Why water the garden?",
            "How long to boil an egg?", "Which telescope should I buy?"]
 
 
-def _gen_cfg(**kw):
+def gen_cfg(**kw):
     from rlhf_helpers.core.config import GenerationConfig
 
     return GenerationConfig(**{"max_new_tokens": 6, "batch_size": 4, **kw})
@@ -38,14 +28,14 @@ def test_kl_is_zero_against_itself_and_positive_against_another_model(tiny_token
     from rlhf_helpers.core.generation import generate_ids, sequence_kl
 
     a, b = make_tiny_model(seed=0), make_tiny_model(seed=1)
-    batch = generate_ids(a, tiny_tokenizer, PROMPTS, _gen_cfg(), progress=False)
+    batch = generate_ids(a, tiny_tokenizer, PROMPTS, gen_cfg(), progress=False)
     k1, full = sequence_kl(a, a, batch)
     assert k1.shape == full.shape == (len(PROMPTS),)
     assert np.all(k1 == 0) and np.all(full == 0)
     k1, full = sequence_kl(a, b, batch)
     assert np.all(full > 0) and k1.mean() > 0
     # batching and left padding change nothing: each prompt alone gives the same numbers
-    alone = [sequence_kl(a, b, generate_ids(a, tiny_tokenizer, [p], _gen_cfg(), progress=False)) for p in PROMPTS]
+    alone = [sequence_kl(a, b, generate_ids(a, tiny_tokenizer, [p], gen_cfg(), progress=False)) for p in PROMPTS]
     np.testing.assert_allclose(sequence_kl(a, b, batch, batch_size=3)[0], [x[0][0] for x in alone], atol=1e-4)
     np.testing.assert_allclose(full, [x[1][0] for x in alone], atol=1e-4)
 

@@ -7,33 +7,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_compare import PROMPTS, gen_cfg
 
 from rlhf_helpers import evaluation as ev
 from rlhf_helpers import ppo_runs
 from rlhf_helpers.core import compare
 from rlhf_helpers.core.artifacts import BASE_INFO, LOG_HISTORY, PPO_INFO, PPO_LOG, Paths, notebook
-from rlhf_helpers.core.config import EvalConfig, GenerationConfig, get_profile
+from rlhf_helpers.core.config import EvalConfig, get_profile
 from rlhf_helpers.judge import GoldJudge
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """The tiny models gain nothing from intra-op threads; on a shared, busy CPU two threads can make each small
-    matmul ~50x slower (OpenMP threads waiting for each other). Restored after this module."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-PROMPTS = ["How do I cook pasta?", "Tell me about soil.", "What is a comet?", "Why water the garden?",
-           "How long to boil an egg?", "Which telescope should I buy?"]
-
-
-def _gen_cfg(**kw):
-    return GenerationConfig(**{"max_new_tokens": 6, "batch_size": 4, **kw})
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 class _LengthReward:
@@ -212,14 +195,14 @@ def test_figures_plot_each_metric_where_the_records_have_it():
 # ------------------------------------------------------------------------------------------- explorer
 def test_explorer_answers_a_picked_or_typed_prompt(tiny_tokenizer, make_tiny_model):
     policies = {"A": make_tiny_model(seed=0), "B": (make_tiny_model(seed=1), tiny_tokenizer)}
-    box = ev.explorer(policies, tiny_tokenizer, _LengthReward(), prompts=PROMPTS[:3], cfg=_gen_cfg())
+    box = ev.explorer(policies, tiny_tokenizer, _LengthReward(), prompts=PROMPTS[:3], cfg=gen_cfg())
     pick, typed, button, output = box.children
     assert "<b>A</b>" in output.value and "<b>B</b>" in output.value and "gold judge" in output.value
     pick.value = PROMPTS[2]
     assert typed.value == PROMPTS[2]
     typed.value = "My own prompt about pasta"
     button.click()
-    table = ev.answer_table("My own prompt about pasta", policies, tiny_tokenizer, _LengthReward(), cfg=_gen_cfg())
+    table = ev.answer_table("My own prompt about pasta", policies, tiny_tokenizer, _LengthReward(), cfg=gen_cfg())
     assert list(table.index) == ["A", "B"] and table.loc["A", "answer"] in output.value.replace("&#x27;", "'")
     typed.value = "  "
     button.click()

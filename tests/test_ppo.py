@@ -19,13 +19,7 @@ PROMPTS = [f"Tell me about {w}." for w in ("pasta", "soil", "stars", "garlic", "
                                           "compost", "bread", "galaxy", "roots", "salt", "comet", "water", "light")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run as fast on one thread, and several threads slow down badly on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 # ----------------------------------------------------------------------------------- helpers for tests

@@ -18,14 +18,7 @@ from rlhf_helpers import ppo, ppo_runs
 from rlhf_helpers.core.artifacts import PPO_INFO, PPO_LOG, REPO_ROOT, old_dir
 from rlhf_helpers.core.config import PPOConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models this small run as fast on one thread, and several threads slow down badly on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
 
 
 def run(model, tokenizer, reward, cfg, **kw):

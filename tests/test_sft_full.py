@@ -1,7 +1,7 @@
 """Full supervised fine-tuning and what both SFT notebooks share (rlhf_helpers.sft_full): the response-only loss
 mask, full SFT and its checkpoint, loading, the training arguments per hardware, the peak-memory measure.
 
-One tiny profile for the module: the conftest's small course data, a 2-layer base built from it, and a short full
+One tiny profile for the module (conftest: sft_profile, sft_prep, full_sft_run): the conftest's small course data, a 2-layer base built from it, and a short full
 SFT run (trained once, shared by the tests below).
 """
 
@@ -12,59 +12,31 @@ import time
 
 import pytest
 import torch
+from conftest import SFT_STEPS as STEPS
 
 from rlhf_helpers import sft_full, sft_qlora
-from rlhf_helpers.core import base_model, chat, loading
+from rlhf_helpers.core import chat, loading
 from rlhf_helpers.core.artifacts import MissingStageError, Paths
-from rlhf_helpers.core.config import Profile, QLoRAConfig, SFTConfig, get_profile
-from rlhf_helpers.data_prep import load_prepared, prepare_course_data
-
-STEPS = 30
+from rlhf_helpers.core.config import Profile, get_profile
 
 
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory, course_data_dir, tiny_model_config) -> Profile:
-    root = tmp_path_factory.mktemp("sft_out")
-    common = dict(max_steps=STEPS, per_device_train_batch_size=16, eval_steps=10, logging_steps=5, max_length=96)
-    prof = Profile(
-        name="tiny",
-        model=tiny_model_config,
-        sft=SFTConfig(learning_rate=3e-3, **common),
-        qlora=QLoRAConfig(learning_rate=1e-2, lora_r=8, lora_alpha=16, lora_dropout=0.0, **common),
-        paths=Paths(root=root, data_dir=course_data_dir),
-    )
-    prepare_course_data(prof)
-    base_model.build_tiny_base(prof, progress=False)
-    return prof
-
-
-@pytest.fixture(scope="module")
-def prep(profile):
-    return load_prepared(profile)
-
-
-@pytest.fixture(scope="module")
-def full_run(profile, prep) -> sft_full.SFTRun:
-    return sft_full.train_full(profile, prep, progress=False)
-
-
-def _texts(tokenizer, prep, n=4):
-    return [chat.format_example(tokenizer, r["prompt"], r["response"]) for r in prep.sft["eval"].select(range(n))]
+def _texts(tokenizer, sft_prep, n=4):
+    return [chat.format_example(tokenizer, r["prompt"], r["response"]) for r in sft_prep.sft["eval"].select(range(n))]
 
 
 # ------------------------------------------------------------------------------------------- the loss mask
-def test_collated_labels_mask_prompt_and_padding(profile, prep, tmp_path):
+def test_collated_labels_mask_prompt_and_padding(sft_profile, sft_prep, tmp_path):
     """On a collated batch, labels are -100 on the prompt and the padding, the token ids on response + eos."""
     from datasets import Dataset
 
-    source = sft_full.base_source(profile)
+    source = sft_full.base_source(sft_profile)
     tokenizer = loading.load_tokenizer(source)
     model = loading.load_causal_lm(source, "float32")
-    recs = prep.sft["train"].select(range(3)).to_list()
+    recs = sft_prep.sft["train"].select(range(3)).to_list()
     recs[1]["response"] = recs[1]["response"].split(".")[0] + "."  # shorter rows: the batch gets padding
     recs[2]["prompt"] = "Hi! " + recs[2]["prompt"] + " Please keep it short."
     records = Dataset.from_list(recs)
-    trainer = sft_full.build_trainer(model, tokenizer, profile.sft, records, prep.sft["eval"], tmp_path, progress=False)
+    trainer = sft_full.build_trainer(model, tokenizer, sft_profile.sft, records, sft_prep.sft["eval"], tmp_path, progress=False)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(recs))])
     ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
     assert ids.shape[0] == 3 and (mask == 0).any()
@@ -79,27 +51,27 @@ def test_collated_labels_mask_prompt_and_padding(profile, prep, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ full SFT
-def test_full_sft_lowers_eval_loss_and_saves_a_clean_checkpoint(profile, full_run, prep):
-    losses = full_run.eval_losses
+def test_full_sft_lowers_eval_loss_and_saves_a_clean_checkpoint(sft_profile, full_sft_run, sft_prep):
+    losses = full_sft_run.eval_losses
     assert losses[0][0] == 0 and losses[-1][0] == STEPS
     assert losses[-1][1] < 0.7 * losses[0][1], losses  # a clear margin, not noise
-    info = full_run.info
+    info = full_sft_run.info
     assert info["trainable_params"] == info["total_params"] > 0
     assert info["seconds_per_step"] > 0 and info["steps"] == STEPS
-    path = profile.paths.checkpoint("sft_full")
+    path = sft_profile.paths.checkpoint("sft_full")
     names = {p.name for p in path.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", "log_history.json", "train_info.json"} <= names
     assert not [n for n in names if n.startswith("checkpoint-") or n == "_trainer"]  # no intermediate checkpoints
     assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name or p.name.endswith(".old")]
-    assert json.loads((path / "log_history.json").read_text()) == full_run.history
-    model, tokenizer = sft_full.load_sft(profile, "sft_full")
-    assert sft_qlora.logit_difference(model, full_run.model, tokenizer, _texts(tokenizer, prep)) < 1e-4
+    assert json.loads((path / "log_history.json").read_text()) == full_sft_run.history
+    model, tokenizer = sft_full.load_sft(sft_profile, "sft_full")
+    assert sft_qlora.logit_difference(model, full_sft_run.model, tokenizer, _texts(tokenizer, sft_prep)) < 1e-4
 
 
-def test_failed_run_leaves_the_finished_checkpoint_untouched(profile, prep, full_run, monkeypatch):
+def test_failed_run_leaves_the_finished_checkpoint_untouched(sft_profile, sft_prep, full_sft_run, monkeypatch):
     import trl
 
-    path = profile.paths.checkpoint("sft_full")
+    path = sft_profile.paths.checkpoint("sft_full")
     before = (path / "model.safetensors").read_bytes()
 
     def boom(self, *args, **kwargs):
@@ -107,7 +79,7 @@ def test_failed_run_leaves_the_finished_checkpoint_untouched(profile, prep, full
 
     monkeypatch.setattr(trl.SFTTrainer, "train", boom)
     with pytest.raises(RuntimeError, match="on purpose"):
-        sft_full.train_full(profile, prep, progress=False)
+        sft_full.train_full(sft_profile, sft_prep, progress=False)
     assert (path / "model.safetensors").read_bytes() == before
     assert not [p for p in path.parent.iterdir() if "-tmp-" in p.name]
 

@@ -1,7 +1,7 @@
 """QLoRA (rlhf_helpers.sft_qlora): 4-bit base + trained adapters, merging them, and the comparison table of the
 base, full SFT and QLoRA.
 
-One tiny profile for the module, as in test_sft_full.py: the conftest's small course data, a 2-layer base built
+One tiny profile for the module (conftest: sft_profile, sft_prep, full_sft_run), as in test_sft_full.py: the conftest's small course data, a 2-layer base built
 from it, and short runs (full SFT for the comparison, and QLoRA; trained once, shared by the tests below).
 """
 
@@ -13,46 +13,16 @@ import pytest
 
 from rlhf_helpers import sft_full, sft_qlora
 from rlhf_helpers.core import base_model, chat, loading
-from rlhf_helpers.core.artifacts import MissingStageError, Paths
-from rlhf_helpers.core.config import Profile, QLoRAConfig, SFTConfig
-from rlhf_helpers.data_prep import load_prepared, prepare_course_data
-
-STEPS = 30
+from rlhf_helpers.core.artifacts import MissingStageError
 
 
 @pytest.fixture(scope="module")
-def profile(tmp_path_factory, course_data_dir, tiny_model_config) -> Profile:
-    root = tmp_path_factory.mktemp("sft_out")
-    common = dict(max_steps=STEPS, per_device_train_batch_size=16, eval_steps=10, logging_steps=5, max_length=96)
-    prof = Profile(
-        name="tiny",
-        model=tiny_model_config,
-        sft=SFTConfig(learning_rate=3e-3, **common),
-        qlora=QLoRAConfig(learning_rate=1e-2, lora_r=8, lora_alpha=16, lora_dropout=0.0, **common),
-        paths=Paths(root=root, data_dir=course_data_dir),
-    )
-    prepare_course_data(prof)
-    base_model.build_tiny_base(prof, progress=False)
-    return prof
+def qlora_run(sft_profile, sft_prep) -> sft_full.SFTRun:
+    return sft_qlora.train_qlora(sft_profile, sft_prep, progress=False)
 
 
-@pytest.fixture(scope="module")
-def prep(profile):
-    return load_prepared(profile)
-
-
-@pytest.fixture(scope="module")
-def full_run(profile, prep) -> sft_full.SFTRun:
-    return sft_full.train_full(profile, prep, progress=False)
-
-
-@pytest.fixture(scope="module")
-def qlora_run(profile, prep) -> sft_full.SFTRun:
-    return sft_qlora.train_qlora(profile, prep, progress=False)
-
-
-def _texts(tokenizer, prep, n=4):
-    return [chat.format_example(tokenizer, r["prompt"], r["response"]) for r in prep.sft["eval"].select(range(n))]
+def _texts(tokenizer, sft_prep, n=4):
+    return [chat.format_example(tokenizer, r["prompt"], r["response"]) for r in sft_prep.sft["eval"].select(range(n))]
 
 
 # --------------------------------------------------------------------------------------------------- QLoRA
@@ -75,17 +45,17 @@ def test_qlora_trains_only_adapters_on_4bit_linear_layers(qlora_run):
 
 
 @pytest.mark.filterwarnings("ignore:fan_in_fan_out:UserWarning")  # adapters of Linear4bit on Conv1D: peft adapts
-def test_merged_model_matches_the_adapters(profile, qlora_run, prep):
+def test_merged_model_matches_the_adapters(sft_profile, qlora_run, sft_prep):
     from peft import PeftModel
 
-    adapters, tokenizer = sft_qlora.load_adapters(profile)
-    merged, _ = sft_full.load_sft(profile, "sft_qlora")
-    texts = _texts(tokenizer, prep)
+    adapters, tokenizer = sft_qlora.load_adapters(sft_profile)
+    merged, _ = sft_full.load_sft(sft_profile, "sft_qlora")
+    texts = _texts(tokenizer, sft_prep)
     assert not getattr(merged, "is_loaded_in_4bit", False)
     assert sft_qlora.logit_difference(adapters, merged, tokenizer, texts) < 1e-3  # W' = deq(q(W)) + BA: same function
     # merging into the original full-precision weights reproduces adapters on that base instead ...
-    source, path = qlora_run.info["base"], profile.paths.checkpoint("sft_qlora")
-    original = sft_qlora.merge_adapters(path, source, profile.qlora, method="original")
+    source, path = qlora_run.info["base"], sft_profile.paths.checkpoint("sft_qlora")
+    original = sft_qlora.merge_adapters(path, source, sft_profile.qlora, method="original")
     on_full = PeftModel.from_pretrained(loading.load_causal_lm(source, "float32"), str(path)).eval()
     assert sft_qlora.logit_difference(on_full, original, tokenizer, texts) < 1e-3
     # ... which differs from the trained 4-bit model by the quantization error the adapters never saw
@@ -93,22 +63,22 @@ def test_merged_model_matches_the_adapters(profile, qlora_run, prep):
 
 
 # --------------------------------------------------------------------------------------- the comparison
-def test_comparison_table_from_both_reports(profile, prep, full_run, qlora_run):
-    base, tokenizer = base_model.load_base(profile, progress=False)
-    heldout = prep.heldout.select(range(4))
-    gen = dataclasses.replace(profile.generation, max_new_tokens=8)
-    prof = dataclasses.replace(profile, generation=gen)
-    answers = sft_full.heldout_answers({"base": base, "sft_full": full_run.model}, tokenizer, heldout, prof)
-    sft_full.save_report(profile, full_run, answers, heldout, base_model=base)
+def test_comparison_table_from_both_reports(sft_profile, sft_prep, full_sft_run, qlora_run):
+    base, tokenizer = base_model.load_base(sft_profile, progress=False)
+    heldout = sft_prep.heldout.select(range(4))
+    gen = dataclasses.replace(sft_profile.generation, max_new_tokens=8)
+    prof = dataclasses.replace(sft_profile, generation=gen)
+    answers = sft_full.heldout_answers({"base": base, "sft_full": full_sft_run.model}, tokenizer, heldout, prof)
+    sft_full.save_report(sft_profile, full_sft_run, answers, heldout, base_model=base)
     with pytest.raises(MissingStageError, match="metrics"):
-        sft_qlora.comparison_table(profile)  # QLoRA's report is missing
+        sft_qlora.comparison_table(sft_profile)  # QLoRA's report is missing
     answers = sft_full.heldout_answers({"sft_qlora": qlora_run.model}, tokenizer, heldout, prof)
-    sft_full.save_report(profile, qlora_run, answers, heldout)
-    table, samples = sft_qlora.comparison_table(profile, n_samples=3)
+    sft_full.save_report(sft_profile, qlora_run, answers, heldout)
+    table, samples = sft_qlora.comparison_table(sft_profile, n_samples=3)
     assert list(table.index) == ["base", "sft_full", "sft_qlora"]
     assert table.loc["base", "trainable params"] == 0
     assert table.loc["sft_qlora", "trainable params"] < table.loc["sft_full", "trainable params"]
-    assert table.loc["base", "eval loss"] == full_run.info["initial_eval_loss"]
+    assert table.loc["base", "eval loss"] == full_sft_run.info["initial_eval_loss"]
     assert table["ROUGE-L"].between(0, 1).all()
     assert list(samples.columns) == ["prompt", "reference", "base", "sft_full", "sft_qlora"] and len(samples) == 3
-    assert profile.paths.result("sft_comparison.csv").exists() and profile.paths.result("sft_samples.csv").exists()
+    assert sft_profile.paths.result("sft_comparison.csv").exists() and sft_profile.paths.result("sft_samples.csv").exists()
