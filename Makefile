@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PROFILE ?= tiny
 
-.PHONY: install course test lab lint data clean
+.PHONY: install course seeds test lab lint data clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ install: $(STAMP)
 ## Execute notebooks 00 -> 06 in order on the tiny profile; executed copies and results land in outputs/.
 course: $(STAMP)
 	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course
+
+## Seeds 1 and 2: notebooks 01-05 into outputs/seeds/ (seed 0 is `make course`'s run, made first if missing);
+## then outputs/results/seeds.csv and the README's seeds table.
+seeds: $(STAMP)
+	$(BIN)/python -m rlhf_helpers seeds
 
 ## Unit tests, then every notebook executed on the tiny profile.
 test: $(STAMP)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m rlhf_helpers data check|convert ...`` and ``python -m rlhf_helpers course``."""
+"""Command line: ``python -m rlhf_helpers data check|convert ...``, ``... course`` and ``... seeds``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ commands:
   data check PATH [--map prompt=question,...]   detect the format, count records, print the validation report
   data convert PATH OUT.jsonl [--map ...]       write canonical records (atomically)
   course [--profile tiny] [--only 00,01]        execute the notebooks in order, results under outputs/
+  seeds [--seeds 0,1,2] [--collect-only]        notebooks 01-05 for more seeds; results/seeds.csv
 """
 
 
@@ -23,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         from .data_prep import cli
     elif command == "course":
         from .runner import cli
+    elif command == "seeds":
+        from .seeds import cli
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2

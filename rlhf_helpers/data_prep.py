@@ -1041,11 +1041,13 @@ def load_prepared(profile: Profile) -> PreparedData:
 
 @dataclass
 class Heldout:
-    """The held-out prompts the evaluation answers (notebooks 05 and 06), their references and topics."""
+    """The held-out prompts the evaluation answers (notebooks 05 and 06), their references, topics and slices
+    (course data: ``seen_task`` = a trained task in new words, the headline; ``unseen_task`` = generalisation)."""
 
     prompts: list[str]
     references: list[str]
     topics: list[str]
+    splits: list[str]
 
 
 def heldout(profile: Profile) -> Heldout:
@@ -1054,7 +1056,8 @@ def heldout(profile: Profile) -> Heldout:
     n = min(profile.eval.num_prompts, len(ds))
     rows = ds.select(range(n))
     topics = rows["topic"] if "topic" in rows.column_names else [""] * n
-    return Heldout(list(rows["prompt"]), list(rows["reference"]), list(topics))
+    splits = rows["split"] if "split" in rows.column_names else [""] * n
+    return Heldout(list(rows["prompt"]), list(rows["reference"]), list(topics), list(splits))
 
 
 # ----------------------------------------------------------------------------- writing and the CLI
@@ -1147,21 +1150,32 @@ def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    from .core.plots import color
+
     noisy = prefs["label_noise"].astype(bool)
     better = prefs["chosen"].where(~noisy, prefs["rejected"])  # on flipped pairs the stored 'chosen' is worse
     worse = prefs["rejected"].where(~noisy, prefs["chosen"])
     fig, axes = plt.subplots(2, 2, figsize=(12, 7))
     ax = axes[0, 0]
     bins = range(0, 110, 4)
-    for label, texts in (("SFT response", sft["response"]), ("better answer", better), ("worse answer", worse)):
-        ax.hist([len(str(t).split()) for t in texts], bins=bins, alpha=0.5, label=label)
-    ax.set(title="answer length", xlabel="words", ylabel="count")
-    ax.legend()
+    texts = (("SFT response", sft["response"]), ("better answer", better), ("worse answer", worse))
+    for i, (label, column) in enumerate(texts):
+        ax.hist([len(str(t).split()) for t in column], bins=bins, alpha=0.5, color=color(i), label=label)
+    ax.set(title="answer length", xlabel="words per answer", ylabel="answers")
+    ax.legend(loc="best", fontsize=8)
     topics = pd.DataFrame({"SFT": sft["topic"].value_counts(), "preferences": prefs["topic"].value_counts()})
-    topics.sort_index().plot.barh(ax=axes[0, 1], title="topics")
-    fails = prefs.groupby(["failure", noisy.rename("label noise")]).size().unstack(fill_value=0)
-    fails.plot.bar(ax=axes[1, 0], stacked=True, rot=20, title="failure shown by the worse answer")
-    sft["quality"].value_counts().plot.bar(ax=axes[1, 1], rot=20, title="SFT demonstrations by quality")
+    topics.sort_index().plot.barh(ax=axes[0, 1], title="topics", color=[color(0), color(1)])
+    pair = noisy.map({False: "clean", True: "label noise (flipped)"}).rename(None)
+    fails = prefs.groupby(["failure", pair]).size().unstack(fill_value=0)
+    fails.plot.bar(ax=axes[1, 0], stacked=True, rot=20, title="failure shown by the worse answer",
+                   color=[color(2), color(3)])
+    sft["quality"].value_counts().plot.bar(ax=axes[1, 1], rot=20, title="SFT demonstrations by quality",
+                                           color=color(0))
+    axes[0, 1].set(xlabel="examples", ylabel="")
+    axes[1, 0].set(xlabel="", ylabel="preference pairs")
+    axes[1, 1].set(xlabel="", ylabel="demonstrations")
+    for ax in (axes[0, 1], axes[1, 0]):
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -85,6 +85,7 @@ class PolicySpec:
     key: str
     label: str
     load: Callable[[Profile], tuple[Any, Any]]
+    from_reference: bool = True  # trained starting from the reference policy (SFT): its KL to SFT is reported
 
 
 def _load_base(profile: Profile) -> tuple[Any, Any]:
@@ -116,15 +117,17 @@ def _load_ppo(profile: Profile) -> tuple[Any, Any]:
 POLICIES: dict[str, PolicySpec] = {}
 
 
-def register_policy(key: str, label: str, load: Callable[[Profile], tuple[Any, Any]]) -> None:
+def register_policy(key: str, label: str, load: Callable[[Profile], tuple[Any, Any]],
+                    from_reference: bool = True) -> None:
     """Add (or replace) a policy of the comparison, e.g. a DPO notebook's:
-    ``register_policy("dpo", "DPO", lambda profile: load_my_dpo(profile))``. Order of registration = row order."""
-    POLICIES[key] = PolicySpec(key, label, load)
+    ``register_policy("dpo", "DPO", lambda profile: load_my_dpo(profile))``. Order of registration = row order.
+    ``from_reference=False`` for a policy not trained from the SFT model: no KL to it is reported."""
+    POLICIES[key] = PolicySpec(key, label, load, from_reference)
 
 
-register_policy("base", "base", _load_base)
+register_policy("base", "base", _load_base, from_reference=False)
 register_policy("sft_full", "SFT (full)", _load_sft("sft_full"))
-register_policy("sft_qlora", "SFT (QLoRA)", _load_sft("sft_qlora"))
+register_policy("sft_qlora", "SFT (QLoRA)", _load_sft("sft_qlora"), from_reference=False)
 register_policy("ppo", "PPO", _load_ppo)
 
 
@@ -157,7 +160,7 @@ def load_policies(profile: Profile, keys: Sequence[str] | None = None) -> Loaded
         except MissingStageError as err:
             skipped[spec.label] = str(err)
             continue
-        loaded[key] = Policy(key, spec.label, model, tokenizer)
+        loaded[key] = Policy(key, spec.label, model, tokenizer, spec.from_reference)
     return LoadedPolicies(loaded, skipped)
 
 
@@ -179,6 +182,14 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+def _slice_rows(by_split: pd.DataFrame) -> pd.DataFrame:
+    """:meth:`Evaluation.by_split`'s table indexed by "split / model" (one markdown column)."""
+    table = by_split.drop(columns=["split", "model"])
+    table.index = [f"{s} / {m}" for s, m in zip(by_split["split"], by_split["model"], strict=True)]
+    table.index.name = "slice / model"
+    return table
+
+
 METHOD_NOTES = (
     "**Win rate**: per prompt, the judge's score of the model against {ref}'s on the same prompt: win 1, tie 1/2, "
     "loss 0; averaged over prompts. CI: percentile bootstrap over prompts ({boot} resamples, seed {seed}, "
@@ -196,7 +207,8 @@ METHOD_NOTES = (
 
 def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mapping[str, Path] | None = None,
                   notes: Sequence[str] = (), meta: Mapping[str, Any] | None = None) -> Path:
-    """Write the result tables (``results/eval_*.csv``) and the markdown summary ``results/README.md``; return
+    """Write the result tables (``results/eval_*.csv``, per slice of the prompts too when the evaluation has
+    ``splits``) and the markdown summary ``results/README.md``; return
     the summary's path. Everything is regenerated from ``results`` (an :class:`Evaluation` or its results
     frame), written atomically; plots that exist are embedded by relative path (``../plots/x.png``)."""
     if isinstance(results, Evaluation):
@@ -212,9 +224,18 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
     write_csv(frame, paths.result("eval_results.csv"))
     for name, table in tables.items():
         write_csv(table, paths.result(f"eval_{name}.csv"))
+    split_lines: list[str] = []
     if ev is not None:
         write_csv(ev.qualitative(len(ev.prompts)), paths.result("eval_qualitative.csv"), index=False)
         write_csv(ev.per_prompt(), paths.result("eval_answers.csv"), index=False)
+        if any(ev.splits):
+            cfg = EvalConfig(bootstrap_samples=meta.get("bootstrap_samples", 1000), seed=meta.get("seed", 0),
+                             ci_level=meta.get("ci_level", 0.95))
+            by_split = ev.by_split(cfg)
+            write_csv(by_split, paths.result("eval_by_split.csv"), index=False)
+            split_lines = [f"## Against {ref}, per slice of the prompts", "",
+                           "seen_task: tasks trained on, asked in new words (the headline); unseen_task: tasks never "
+                           "trained on (generalisation).", "", markdown_table(_slice_rows(by_split)), ""]
     plots = {k: Path(v) for k, v in (plots or {}).items() if Path(v).exists()}
 
     def figure(name: str, alt: str) -> list[str]:
@@ -229,6 +250,7 @@ def write_summary(results: Evaluation | pd.DataFrame, paths: Paths, plots: Mappi
         lines += [f"Held-out evaluation -- {setting}.", ""]
     lines += ["## Rewards: learned reward model (proxy) and judge", "", markdown_table(tables["rewards"]), "",
               *figure("rewards", "mean rewards with 95% CIs"), *figure("win_rates", "win rates with CIs"),
+              *split_lines,
               "## ROUGE and BLEU against the references", "", markdown_table(tables["rouge"]), "",
               *figure("rouge", "ROUGE and BLEU"),
               "## Length and diversity", "", markdown_table(tables["length_diversity"]), "",
@@ -285,11 +307,13 @@ def eval_reward_bars(frame: pd.DataFrame, judge_label: str = "gold judge") -> Fi
     ``reward_mean/std``, ``judge_mean/std``, ``n``), error bars = 95% CI of the mean (1.96 * std / sqrt(n))."""
     import matplotlib.pyplot as plt
 
+    from .core.plots import color
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = np.array([color(i) for i in range(len(frame))])
     for ax, (key, title) in zip(axes, (("reward", "learned reward (proxy)"), ("judge", judge_label)), strict=True):
         mean, err = frame[f"{key}_mean"], 1.96 * frame[f"{key}_std"] / np.sqrt(frame["n"])
         ok = mean.notna()
-        colors = plt.get_cmap("tab10")(np.arange(len(frame)))
         ax.bar(np.arange(len(frame))[ok.values], mean[ok], yerr=err[ok], capsize=4, color=colors[ok.values])
         ax.set_xticks(range(len(frame)), frame.index, rotation=15)
         ax.axhline(0, color="#444", lw=0.8)
@@ -304,14 +328,16 @@ def eval_metric_bars(frame: pd.DataFrame, columns: Mapping[str, str], title: str
     """Grouped bars: one group per model (``frame`` index), one bar per metric (``columns``: column -> label)."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(frame) + 2), 3.6))
+    from .core.plots import color, legend_outside
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(frame) + 2) + 1, 3.6))
     width = 0.8 / len(columns)
     for i, (col, label) in enumerate(columns.items()):
         xs = np.arange(len(frame)) + (i - (len(columns) - 1) / 2) * width
-        ax.bar(xs, frame[col], width, label=label)
+        ax.bar(xs, frame[col], width, label=label, color=color(i))
     ax.set_xticks(range(len(frame)), frame.index, rotation=15)
     ax.set(title=title, ylabel=ylabel)
-    ax.legend(fontsize=8, ncol=len(columns))
+    legend_outside(ax)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -322,14 +348,18 @@ def length_histograms(lengths: Mapping[str, Sequence[float]], xlabel: str = "wor
     """One histogram panel per model, shared bins and x axis; the dashed line marks the median."""
     import matplotlib.pyplot as plt
 
+    from .core.plots import color
+
     n = len(lengths)
     fig, axes = plt.subplots(1, n, figsize=(2.8 * n + 1, 2.8), sharex=True, sharey=True, squeeze=False)
     top = max_value or max([max(v) for v in lengths.values() if len(v)] + [1])
     bins = np.linspace(0, top, 21)
-    for ax, (name, values), color in zip(axes.flat, lengths.items(), plt.get_cmap("tab10")(np.arange(n)), strict=True):
-        ax.hist(values, bins=bins, color=color, alpha=0.8)
+    for i, (ax, (name, values)) in enumerate(zip(axes.flat, lengths.items(), strict=True)):
+        ax.hist(values, bins=bins, color=color(i), alpha=0.8)
         if len(values):
-            ax.axvline(float(np.median(values)), color="#222", ls="--", lw=1)
+            median = float(np.median(values))
+            ax.axvline(median, color="#222", ls="--", lw=1)
+            ax.text(median, 0.97, f" median {median:.0f}", transform=ax.get_xaxis_transform(), va="top", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel(xlabel)
     axes[0, 0].set_ylabel("responses")
@@ -341,11 +371,15 @@ def win_rate_intervals(frame: pd.DataFrame, reference_label: str = "SFT") -> Fig
     """Win rate against the reference per model with its confidence interval (columns win_rate/low/high)."""
     import matplotlib.pyplot as plt
 
+    from .core.plots import color
+
     fig, ax = plt.subplots(figsize=(6, 0.5 * len(frame) + 1.5))
     ys = np.arange(len(frame))[::-1]
     lo, hi = frame["win_rate"] - frame["win_low"], frame["win_high"] - frame["win_rate"]
-    ax.errorbar(frame["win_rate"], ys, xerr=[lo, hi], fmt="o", capsize=4)
+    ax.errorbar(frame["win_rate"], ys, xerr=[lo, hi], fmt="o", capsize=4, color=color(0))
     ax.axvline(0.5, color="#888", ls="--", lw=1)
+    ax.text(0.5, 1.01, "as good as " + reference_label, transform=ax.get_xaxis_transform(), ha="center",
+            va="bottom", fontsize=7, color="#888")
     ax.set_yticks(ys, frame.index)
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"win rate against {reference_label} (ties = 1/2)")
@@ -360,23 +394,22 @@ def proxy_gold_over_kl(runs: Mapping[str, Sequence[Mapping[str, float]]], kl_key
     gold judge on the right. Goodhart: the proxy keeps rising with KL while gold flattens or falls."""
     import matplotlib.pyplot as plt
 
-    from .core.plots import series
+    from .core.plots import color, legend_outside, series
 
     has_gold = any(gold_key in r for recs in runs.values() for r in recs)
-    fig, axes = plt.subplots(1, 2 if has_gold else 1, figsize=(10 if has_gold else 5.5, 3.6), squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(1, 2 if has_gold else 1, figsize=(11.5 if has_gold else 7, 3.6), squeeze=False)
     for i, (label, recs) in enumerate(runs.items()):
-        color = cmap(i / max(1, len(runs) - 1))
         for ax, key in zip(axes.flat, (proxy_key, gold_key), strict=False):
             xs, ys = series(recs, kl_key, key)  # in update order
             if xs:
-                ax.plot(xs, ys, "o-", ms=3, lw=0.8, alpha=0.6, color=color)
-                ax.plot(xs[-1:], ys[-1:], "*", ms=12, color=color, label=f"{label} (star: last update)")
-    for ax, title in zip(axes.flat, ("proxy: learned reward", "gold judge"), strict=False):
-        ax.set(title=title, xlabel="KL(pi || pi_ref) per response (nats)")
+                ax.plot(xs, ys, "o-", ms=3, lw=0.8, alpha=0.6, color=color(i))
+                ax.plot(xs[-1:], ys[-1:], "*", ms=12, color=color(i), label=label)
+    panels = (("reward-model score (proxy)", "normalised score, mean over the rollouts"),
+              ("gold judge score (true quality)", "score in [0, 1], mean over the rollouts"))
+    for ax, (title, ylabel) in zip(axes.flat, panels, strict=False):
+        ax.set(title=title, xlabel="KL to the SFT model (nats per response)", ylabel=ylabel)
         ax.grid(alpha=0.3)
-    axes[0, 0].set_ylabel("mean reward of the rollouts")
-    axes[0, 0].legend(fontsize=7)
+    legend_outside(axes[0, -1], title="run (★ = last update)")
     fig.tight_layout()
     return fig
 
@@ -384,15 +417,17 @@ def proxy_gold_over_kl(runs: Mapping[str, Sequence[Mapping[str, float]]], kl_key
 def training_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], keys: Mapping[str, Sequence[str]],
                     twin_keys: Sequence[str] = ("objective/kl", "eval_accuracy"), x: str = "step") -> Figure:
     """One panel per stage (``curves``: stage -> log records), lines for that stage's ``keys`` present in its
-    records; ``twin_keys`` go on a right-hand axis (other scale)."""
+    records (PPO metrics named in words, :data:`~.ppo_runs.METRIC_LABELS`); ``twin_keys`` go on a right-hand
+    axis (other scale)."""
     import matplotlib.pyplot as plt
 
-    from .core.plots import series
+    from .core.plots import color, legend_outside, plot_series, series
+    from .ppo_runs import METRIC_LABELS
 
     n = len(curves)
     ncols = min(3, n)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False)
     for ax, (stage, recs) in zip(axes.flat, curves.items(), strict=False):
         twin = None
         for j, key in enumerate(keys.get(stage, ())):
@@ -403,11 +438,13 @@ def training_curves(curves: Mapping[str, Sequence[Mapping[str, float]]], keys: M
             if key in twin_keys:
                 twin = twin or ax.twinx()
                 target = twin
-            target.plot(xs, ys, color=f"C{j}", marker="o" if len(xs) < 30 else None, ms=3,
-                        label=f"{key} (right axis)" if target is twin else key)
-        lines = [ln for a in (ax, twin) if a is not None for ln in a.get_lines()]
-        if lines:
-            ax.legend(lines, [ln.get_label() for ln in lines], fontsize=7)
+            label = METRIC_LABELS.get(key, (key,))[0]
+            plot_series(target, xs, ys, color(j), f"{label} (right axis)" if target is twin else label)
+        lines = [ln for a in (ax, twin) if a is not None for ln in a.get_lines()
+                 if not ln.get_label().startswith("_")]  # the smoothed lines, not the faint raw ones
+        if lines:  # below the panel: a right-hand legend would cover the twin axis
+            legend_outside(ax, lines, [ln.get_label() for ln in lines], loc="upper center",
+                           bbox_to_anchor=(0.5, -0.2), fontsize=7)
         ax.set_title(stage, fontsize=10)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)

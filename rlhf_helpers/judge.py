@@ -12,8 +12,9 @@ Five criteria, each a number in [0, 1]:
 * ``helpful``        - it uses relevant words (distinct words of the topic, words of the prompt
                        such as "rice") and numbers: 4 of them = full marks; a refusal ("I can't
                        help with that") keeps 10% of that, each vague phrase ("it depends") -40%.
-* ``polite``         - friendly phrases (an opener like "Happy to help!", a closer like "Good luck!")
-                       raise it; rude phrases ("Ugh", "stop wasting my time") sink it.
+* ``polite``         - warmth: 0.25 for a curt answer, +0.375 per friendly phrase (an opener like "Happy
+                       to help!", a closer like "Good luck!"; two count), -0.25 for each one beyond two
+                       (gushing flattery), -0.5 for each rude phrase ("Ugh", "stop wasting my time").
 * ``concise``        - about 12-50 words is ideal; shorter or longer decays smoothly; filler
                        phrases ("basically", "to be honest") cost a little each.
 * ``non_repetitive`` - the share of distinct word trigrams (a repeated sentence lowers it), squared,
@@ -23,11 +24,11 @@ Five criteria, each a number in [0, 1]:
 They combine as::
 
     content = (on_topic + helpful) / 2                       # does it answer the question?
-    style   = 0.35 * polite + 0.30 * concise + 0.35 * non_repetitive
-    total   = content * (0.4 + 0.6 * style)
+    style   = 0.50 * polite + 0.25 * concise + 0.25 * non_repetitive
+    total   = content * (0.3 + 0.7 * style)
 
 The product means nothing makes up for missing content: an empty, off-topic, gibberish, or refusing
-reply scores (close to) 0 however polite it is, while style moves a good answer between 0.4x and 1x.
+reply scores (close to) 0 however polite it is, while style moves a good answer between 0.3x and 1x.
 Every piece is continuous, so small improvements (one more topic word, one repeat fewer, a length
 closer to the target) raise the score a little - which is what a PPO curve needs to show progress.
 
@@ -345,8 +346,11 @@ def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
         helpful *= 0.1
     helpful *= max(0.2, 1.0 - 0.4 * _hits(_VAGUE, text))
 
-    # polite: neutral 0.5; each friendly phrase +0.25 (two count); each rude phrase -0.5.
-    polite = 0.5 + 0.25 * min(2, _hits(_POLITE, text)) - 0.5 * _hits(_RUDE, text)
+    # polite: warmth. A curt answer (no friendly phrase) 0.25; each friendly phrase +0.375 (two count: an opener
+    # and a closer); each one beyond two -0.25 (gushing: "Great question! Happy to help! Sure!" is flattery);
+    # each rude phrase -0.5.
+    friendly = _hits(_POLITE, text)
+    polite = 0.25 + 0.375 * min(2, friendly) - 0.25 * max(0, friendly - 2) - 0.5 * _hits(_RUDE, text)
 
     # concise: length in the target range, minus 15% per filler phrase (at most -70%).
     concise = _length_score(len(tokens)) * max(0.3, 1.0 - 0.15 * _hits(_FILLER, text))
@@ -360,8 +364,8 @@ def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
               "non_repetitive": non_repetitive}
     scores = {k: min(1.0, max(0.0, v)) for k, v in scores.items()}
     content = 0.5 * scores["on_topic"] + 0.5 * scores["helpful"]
-    style = 0.35 * scores["polite"] + 0.30 * scores["concise"] + 0.35 * scores["non_repetitive"]
-    scores["total"] = content * (0.4 + 0.6 * style)
+    style = 0.50 * scores["polite"] + 0.25 * scores["concise"] + 0.25 * scores["non_repetitive"]
+    scores["total"] = content * (0.3 + 0.7 * style)
     return scores
 
 

@@ -43,7 +43,7 @@ from .core.artifacts import (
 )
 from .core.config import PPOConfig, Profile
 from .core.loading import frozen_copy, is_peft, load_model, precision, quiet_transformers
-from .core.plots import series
+from .core.plots import color, legend_outside, plot_series, series
 
 if TYPE_CHECKING:
     import matplotlib.pyplot as plt
@@ -55,6 +55,24 @@ VALUE_HEAD_FILE = "value_head.safetensors"
 SAMPLES_FILE = "samples.jsonl"
 DEFAULT_PLOT_KEYS = ("objective/scores", "objective/kl", "objective/rlhf_reward", "objective/entropy",
                      "loss/value_avg", "policy/clipfrac_avg")
+# TRL metric key -> (panel title in words, y-axis unit) for the plots
+METRIC_LABELS: dict[str, tuple[str, str]] = {
+    "objective/scores": ("reward-model score (proxy)", "normalised score"),
+    "objective/rlhf_reward": ("score − KL penalty (what PPO maximises)", "normalised score"),
+    "objective/kl": ("KL to the SFT model", "nats per response"),
+    "objective/kl_k3": ("KL to the SFT model (k3 estimate)", "nats per response"),
+    "objective/entropy": ("answer entropy (randomness)", "nats per response"),
+    "objective/non_score_reward": ("KL penalty (−β × KL)", "normalised score"),
+    "objective/gold": ("gold judge score (true quality)", "score in [0, 1]"),
+    "policy/approxkl_avg": ("policy change per update (approx. KL)", "nats per token"),
+    "policy/clipfrac_avg": ("policy updates clipped", "fraction of tokens"),
+    "policy/entropy_avg": ("token entropy (randomness)", "nats per token"),
+    "loss/policy_avg": ("policy loss (clipped PPO)", "loss"),
+    "loss/value_avg": ("value-head loss", "squared error"),
+    "val/response_length": ("answer length", "tokens"),
+    "val/clipfrac_avg": ("value updates clipped", "fraction of tokens"),
+    "val/ratio": ("new / old probability ratio", "ratio (1 = unchanged)"),
+}
 DEFAULT_SUMMARY_SKIP = ("objective/entropy", "objective/non_score_reward", "objective/kl_k3",
                         "objective/raw_scores", "objective/beta")
 
@@ -470,20 +488,29 @@ def load_ppo_logs(paths: Paths) -> dict[str, list[dict[str, Any]]]:
 # =====================================================================================================
 # Plots
 # =====================================================================================================
+def _label_panel(ax: plt.Axes, key: str) -> None:
+    """Title ``ax`` in words (:data:`METRIC_LABELS`) above the TRL ``key`` in small grey; y label = the unit."""
+    words, unit = METRIC_LABELS.get(key, (key, ""))
+    ax.set_title(words, fontsize=9, pad=13 if words != key else None)
+    if words != key:
+        ax.text(0.5, 1.02, key, transform=ax.transAxes, ha="center", va="bottom", fontsize=7, color="grey")
+    ax.set(xlabel="PPO update", ylabel=unit)
+    ax.grid(alpha=0.3)
+
+
 def plot_history(history: Sequence[Mapping[str, Any]], keys: Sequence[str] = DEFAULT_PLOT_KEYS,
                  ncols: int = 3, title: str = "") -> plt.Figure:
-    """One small panel per metric over the update step."""
+    """One small panel per metric over the update step, titled in words, long series smoothed."""
     import matplotlib.pyplot as plt
 
     keys = [k for k in keys if any(k in r for r in history)] or list(keys[:1])
     nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 2.5 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 2.9 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
         xs, ys = series(history, "step", key)
         if xs:
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3)
-        ax.set_title(key, fontsize=9)
-        ax.grid(alpha=0.3)
+            plot_series(ax, xs, ys, color(0))
+        _label_panel(ax, key)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
     if title:
@@ -495,22 +522,19 @@ def plot_history(history: Sequence[Mapping[str, Any]], keys: Sequence[str] = DEF
 def plot_beta_sweep(results: Mapping[float, ppo.PPOResult],
                     keys: Sequence[str] = ("objective/scores", "objective/gold", "objective/kl"),
                     title: str = "") -> plt.Figure:
-    """One panel per metric, one line per beta (e.g. proxy reward up, gold down, KL up as beta -> 0)."""
+    """One panel per metric, one colour per beta (e.g. proxy reward up, gold down, KL up as beta -> 0)."""
     import matplotlib.pyplot as plt
 
     keys = [k for k in keys if any(k in r for res in results.values() for r in res.history)]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
-    cmap = plt.get_cmap("viridis")
-    betas = sorted(results)
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)) + 1.2, 3.3), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
-        for i, beta in enumerate(betas):
+        for i, beta in enumerate(sorted(results)):
             xs, ys = series(results[beta].history, "step", key)
             if xs:
-                ax.plot(xs, ys, color=cmap(i / max(1, len(betas) - 1)), label=f"beta={beta:g}")
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("update")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
+                plot_series(ax, xs, ys, color(i), f"β = {beta:g}")
+        _label_panel(ax, key)
+    if keys:
+        legend_outside(axes.flat[-1], title="KL coefficient")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -858,12 +858,14 @@ def plot_training(history: Sequence[Mapping[str, float]]) -> Figure:
 
     from .core.plots import plot_curves
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
     labels = {"loss": "train (batch)", "accuracy": "train (batch)", "eval_loss": "held-out", "eval_accuracy": "held-out"}
-    plot_curves(history, ["loss", "eval_loss"], title="Bradley-Terry loss", ax=axes[0], labels=labels)
-    plot_curves(history, ["accuracy", "eval_accuracy"], title="pairwise accuracy", ax=axes[1], labels=labels)
-    axes[0].axhline(math.log(2), color="gray", ls=":", lw=1)  # the loss of a constant score: log 2
-    axes[1].axhline(0.5, color="gray", ls=":", lw=1)  # chance
+    axes[0].axhline(math.log(2), color="gray", ls=":", lw=1, label="guessing (log 2)")  # a constant score's loss
+    axes[1].axhline(0.5, color="gray", ls=":", lw=1, label="chance (0.5)")
+    plot_curves(history, ["loss", "eval_loss"], title="Bradley-Terry loss", ax=axes[0], labels=labels,
+                ylabel="loss per pair (lower is better)")
+    plot_curves(history, ["accuracy", "eval_accuracy"], title="pairwise accuracy", ax=axes[1], labels=labels,
+                ylabel="pairs ranked right (share)")
     return fig
 
 
@@ -872,36 +874,49 @@ def plot_scores(before: pd.DataFrame, after: pd.DataFrame) -> Figure:
     and the trained RM's score against the gold judge's over every answer."""
     import matplotlib.pyplot as plt
 
+    from .core.plots import color
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
     for ax, df, title in ((axes[0], before, "fresh head (before)"), (axes[1], after, "trained (after)")):
         clean = df[~df["label_noise"].astype(bool)] if "label_noise" in df else df
         lo = min(clean["rm_chosen"].min(), clean["rm_rejected"].min())
         hi = max(clean["rm_chosen"].max(), clean["rm_rejected"].max())
         bins = [lo + (hi - lo) * i / 40 for i in range(41)] if hi > lo else 40
-        ax.hist(clean["rm_chosen"], bins=bins, alpha=0.55, label="chosen")
-        ax.hist(clean["rm_rejected"], bins=bins, alpha=0.55, label="rejected")
+        ax.hist(clean["rm_chosen"], bins=bins, alpha=0.55, color=color(0), label="chosen (better) answer")
+        ax.hist(clean["rm_rejected"], bins=bins, alpha=0.55, color=color(1), label="rejected (worse) answer")
         ax.set(title=f"RM scores, {title}", xlabel="reward-model score", ylabel="answers")
-        ax.legend()
+        ax.legend(loc="best", fontsize=8, framealpha=0.8)
     ax = axes[2]
-    ax.scatter(after["gold_chosen"], after["rm_chosen"], s=6, alpha=0.5, label="chosen")
-    ax.scatter(after["gold_rejected"], after["rm_rejected"], s=6, alpha=0.5, label="rejected")
-    ax.set(title="trained RM vs gold judge", xlabel="gold score", ylabel="reward-model score")
-    ax.legend()
+    ax.scatter(after["gold_chosen"], after["rm_chosen"], s=6, alpha=0.5, color=color(0), label="chosen")
+    ax.scatter(after["gold_rejected"], after["rm_rejected"], s=6, alpha=0.5, color=color(1), label="rejected")
+    ax.set(title="trained RM vs gold judge", xlabel="gold judge score (true quality)",
+           ylabel="reward-model score")
+    ax.legend(loc="best", fontsize=8, framealpha=0.8, markerscale=2)
     fig.tight_layout()
     return fig
 
 
 def plot_fool(table: pd.DataFrame) -> Figure:
-    """RM score vs gold score of each fooling variant (means): points high and to the left are blind spots."""
+    """Left: RM score vs gold score of each fooling variant (means): points high and to the left are blind spots.
+    Right: ``RM fooled %`` per variant, written on its bar: the share of pairs where the RM prefers the variant
+    to the reference answer while the gold judge does not."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.scatter(table["gold score"], table["RM score"])
+    from .core.plots import color
+
+    fig, (ax, bars) = plt.subplots(1, 2, figsize=(12.5, 4.2))
+    ax.scatter(table["gold score"], table["RM score"], color=color(0))
     for name, row in table.iterrows():
         ax.annotate(name, (row["gold score"], row["RM score"]), fontsize=8, xytext=(4, 3), textcoords="offset points")
-    ax.set(xlabel="gold judge score (mean)", ylabel="reward-model score (mean, normalised)",
+    ax.set(xlabel="gold judge score (mean, true quality)", ylabel="reward-model score (mean, normalised)",
            title="trying to fool the reward model")
     ax.grid(alpha=0.3)
+    drawn = bars.bar(range(len(table)), table["RM fooled %"], color=color(3))
+    bars.bar_label(drawn, fmt="%.0f%%", fontsize=8, padding=2)
+    bars.set_xticks(range(len(table)), table.index, rotation=25, ha="right", fontsize=8)
+    bars.set(ylim=(0, 110), ylabel="pairs where the RM is fooled (%)",
+             title="RM prefers the variant, the gold judge does not")
+    bars.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 

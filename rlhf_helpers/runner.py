@@ -93,6 +93,7 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
                             resources={"metadata": {"path": str(path.parent)}})
     out = paths.executed_notebooks / path.name
     env = {"RLHF_PROFILE": profile, "RLHF_OUTPUT_DIR": str(paths.root), "RLHF_DATA_DIR": str(paths.data_dir),
+           "RLHF_SEED": os.environ.get("RLHF_SEED", ""),
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     try:

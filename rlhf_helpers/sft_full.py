@@ -382,8 +382,8 @@ def _display_source(source: str) -> str:
     return f"{path.name} (local)" if path.is_dir() else source
 
 
-def _row(info: Mapping[str, Any] | None, rouge: Mapping[str, float], eval_loss: float, total: int | None = None,
-         weights: float | None = None, source: str = "") -> dict[str, Any]:
+def _row(info: Mapping[str, Any] | None, rouge: Mapping[str, float], eval_loss: float, gold: float,
+         total: int | None = None, weights: float | None = None, source: str = "") -> dict[str, Any]:
     nan = float("nan")
     trainable = info["trainable_params"] if info else 0
     total = info["total_params"] if info else total
@@ -396,16 +396,19 @@ def _row(info: Mapping[str, Any] | None, rouge: Mapping[str, float], eval_loss: 
         "peak memory MB": info["peak_memory_mb"] if info else nan,
         "memory measure": info["memory_measure"] if info else "-",
         "s / step": info["seconds_per_step"] if info else nan,
+        "step-0 eval loss": info["initial_eval_loss"] if info else eval_loss,
         "eval loss": eval_loss,
         "ROUGE-1": rouge["rouge1"],
         "ROUGE-L": rouge["rougeL"],
+        "gold": gold,
     }
 
 
 def save_report(profile: Profile, run: SFTRun, answers: Mapping[str, list[str]], heldout: Dataset,
                 base_model: Any = None) -> pd.DataFrame:
-    """Score each policy's held-out answers (ROUGE against the references), build its row of the comparison
-    table and save rows + answers as ``metrics.json`` in the run's checkpoint; return the rows as a table.
+    """Score each policy's held-out answers (ROUGE against the references, mean score of the profile's judge), build
+    its row of the comparison table and save rows + answers as ``metrics.json`` in the run's checkpoint; return the
+    rows as a table.
 
     ``answers`` holds ``run.stage`` and optionally ``"base"`` (then pass ``base_model``: its eval loss is step 0
     of ``run``'s eval curve, its size from the model). Notebook 03 assembles the full table from these files
@@ -413,17 +416,21 @@ def save_report(profile: Profile, run: SFTRun, answers: Mapping[str, list[str]],
     """
     import pandas as pd
 
-    references = list(heldout["reference"])
+    from .judge import load_judge
+
+    references, prompts = list(heldout["reference"]), list(heldout["prompt"])
+    judge = load_judge(profile)
     rows: dict[str, dict[str, Any]] = {}
     for name, texts in answers.items():
         rouge = _rouge(list(texts), references)
+        gold = float(judge.score(prompts, list(texts)).mean())
         if name == run.stage:
-            rows[name] = _row(run.info, rouge, run.info["eval_loss"])
+            rows[name] = _row(run.info, rouge, run.info["eval_loss"], gold)
         elif name == "base":
             if base_model is None:
                 raise ValueError("answers has 'base': pass base_model too")
             _, total = loading.parameter_counts(base_model)
-            rows[name] = _row(None, rouge, run.info["initial_eval_loss"], total, weights_mb(base_model),
+            rows[name] = _row(None, rouge, run.info["initial_eval_loss"], gold, total, weights_mb(base_model),
                               run.info["base"])
         else:
             raise ValueError(f"answers may hold 'base' and {run.stage!r}, got {name!r}")

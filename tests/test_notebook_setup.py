@@ -12,10 +12,10 @@ def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
     before = torch.get_num_threads()
     monkeypatch.delenv("RLHF_PROFILE", raising=False)
     try:
-        torch.set_num_threads(2)
+        torch.set_num_threads(4)
         monkeypatch.delenv("RLHF_TORCH_THREADS", raising=False)
         prof = notebook_setup.start("tiny")
-        assert prof.name == "tiny" and torch.get_num_threads() == 2  # left alone by default
+        assert prof.name == "tiny" and torch.get_num_threads() == notebook_setup.TINY_THREADS == 2  # pinned
         first = (random.random(), torch.rand(3))
         monkeypatch.setenv("RLHF_TORCH_THREADS", "1")
         notebook_setup.start("tiny")

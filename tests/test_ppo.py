@@ -69,7 +69,8 @@ def target_ids(tokenizer, letter: str = "e") -> set[int]:
 
 def small_cfg(**kw) -> PPOConfig:
     base = dict(total_updates=3, batch_size=16, mini_batch_size=8, num_ppo_epochs=2, response_length=8,
-                learning_rate=1e-3, kl_coef=0.05, missing_eos_penalty=None, save_every=1, sample_every=2)
+                learning_rate=1e-3, kl_coef=0.05, missing_eos_penalty=None, save_every=1, sample_every=2,
+                lam=0.95)  # TRL's default lambda (the tiny profile's 1.0 is for ~35-token answers)
     base.update(kw)
     return PPOConfig(**base)
 

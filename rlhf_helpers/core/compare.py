@@ -42,12 +42,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class Policy:
-    """A loaded policy: ``key`` (registry name), ``label`` (row name in the tables), model and tokenizer."""
+    """A loaded policy: ``key`` (registry name), ``label`` (row name in the tables), model and tokenizer;
+    ``from_reference``: it was trained starting from the reference policy, so its KL to the reference measures how
+    far training moved it (False, e.g. a model fine-tuned separately from the same base: no KL is reported)."""
 
     key: str
     label: str
     model: Any
     tokenizer: Any
+    from_reference: bool = True
 
 
 def generation_config(cfg: EvalConfig, base: GenerationConfig | None = None) -> GenerationConfig:
@@ -94,6 +97,7 @@ class Evaluation:
     references: list[str]
     topics: list[str]
     runs: dict[str, PolicyRun]
+    splits: list[str]  # per prompt: which slice it belongs to (course data: seen_task / unseen_task), else ""
     results: pd.DataFrame  # one row per policy (index = label); columns in RESULT_COLUMNS
     notes: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
@@ -105,12 +109,34 @@ class Evaluation:
         rows = []
         for run in self.runs.values():
             for i, (prompt, answer) in enumerate(zip(self.prompts, run.responses, strict=True)):
-                rows.append({"policy": run.label, "prompt_id": i, "topic": self.topics[i], "prompt": prompt,
+                rows.append({"policy": run.label, "prompt_id": i, "topic": self.topics[i], "split": self.splits[i],
+                             "prompt": prompt,
                              "answer": answer, "judge": run.judge[i],
                              "reward": run.reward[i] if run.reward is not None else math.nan,
                              "kl": run.kl[i] if run.kl is not None else math.nan,
                              "rougeL": run.rouge["rougeL"][i],
                              "tokens": int(run.tokens[i]), "cut": bool(run.cut[i])})
+        return pd.DataFrame(rows)
+
+    def by_split(self, cfg: EvalConfig | None = None) -> pd.DataFrame:
+        """Judge mean and win rate against the reference (wins / ties / losses, interval) per slice of the prompts
+        (``splits``) and policy: one row per (split, policy label). Empty without a reference run."""
+        import pandas as pd
+
+        cfg = cfg or EvalConfig()
+        base = self.runs.get(self.meta.get("reference", ""))
+        rows = []
+        for split in dict.fromkeys(self.splits):
+            idx = np.array([s == split for s in self.splits])
+            for run in self.runs.values():
+                if base is None:
+                    continue
+                w = win_rate(run.judge[idx], base.judge[idx], cfg.bootstrap_samples, cfg.seed, cfg.ci_level)
+                rows.append({"split": split, "model": run.label, "n": int(idx.sum()),
+                             "judge_mean": float(run.judge[idx].mean()),
+                             "judge_gain": float((run.judge[idx] - base.judge[idx]).mean()),
+                             "win_rate": w["win_rate"], "win_low": w["low"], "win_high": w["high"],
+                             "wins": w["wins"], "ties": w["ties"], "losses": w["losses"]})
         return pd.DataFrame(rows)
 
     def qualitative(self, n: int = 6) -> pd.DataFrame:
@@ -146,7 +172,7 @@ def _run_policy(policy: Policy, prompts: list[str], references: list[str], gen_c
                          progress=progress)
     responses = batch.responses
     kl = kl_full = None
-    if ref is not None and _same_vocab(policy.tokenizer, ref.tokenizer):
+    if ref is not None and policy.from_reference and _same_vocab(policy.tokenizer, ref.tokenizer):
         kl, kl_full = sequence_kl(policy.model, ref.model, batch, gen_cfg.batch_size)
     bs = gen_cfg.batch_size
     return PolicyRun(
@@ -186,12 +212,14 @@ def _row(run: PolicyRun, baseline: PolicyRun | None, cfg: EvalConfig) -> dict[st
 def evaluate_policies(policies: Mapping[str, Policy], prompts: Sequence[str], references: Sequence[str],
                       reward_source: Any | None, judge: Any, cfg: EvalConfig | None = None,
                       topics: Sequence[str] | None = None, skipped: Mapping[str, str] | None = None,
-                      gen_base: GenerationConfig | None = None, progress: bool = True) -> Evaluation:
+                      gen_base: GenerationConfig | None = None, progress: bool = True,
+                      splits: Sequence[str] | None = None) -> Evaluation:
     """Answer ``prompts`` with every policy (greedy unless ``cfg.do_sample``; seeded) and measure everything.
 
     ``cfg.reference_policy`` (default ``sft_full``) is the win-rate baseline and the KL reference; when it is not
     among ``policies`` those columns are NaN, with a note. ``reward_source=None`` -> NaN reward columns (noted).
     ``skipped`` (policy name -> why it is missing, e.g. from ``evaluation.load_policies``) is copied into the notes.
+    ``topics`` and ``splits`` (one per prompt) label the prompts for the per-topic and per-slice tables.
     """
     import pandas as pd
 
@@ -216,7 +244,9 @@ def evaluate_policies(policies: Mapping[str, Policy], prompts: Sequence[str], re
     for key in sorted(policies, key=lambda k: k != ref_key):
         p = policies[key]
         runs[key] = _run_policy(p, prompts, references, gen_cfg, reward_source, judge, ref, progress)
-        if ref is not None and not _same_vocab(p.tokenizer, ref.tokenizer):
+        if ref is not None and not p.from_reference:
+            notes.append(f"{p.label}: no KL to {ref_label} -- not trained from it, so the KL would not measure a move.")
+        elif ref is not None and not _same_vocab(p.tokenizer, ref.tokenizer):
             notes.append(f"{p.label}: no KL to {ref_label} -- different tokenizers, the log-probs do not compare.")
     runs = {k: runs[k] for k in policies}  # back to the registry order
     baseline = runs.get(ref_key)
@@ -227,8 +257,9 @@ def evaluate_policies(policies: Mapping[str, Policy], prompts: Sequence[str], re
             "reward": getattr(reward_source, "name", None) if reward_source is not None else None,
             "reference": ref_key, "reference_label": ref_label, "bootstrap_samples": cfg.bootstrap_samples,
             "ci_level": cfg.ci_level, "seconds": {r.label: round(r.seconds, 1) for r in runs.values()}}
-    return Evaluation(prompts, references, list(topics) if topics is not None else [""] * len(prompts),
-                      runs, frame, notes, meta)
+    blank = [""] * len(prompts)
+    return Evaluation(prompts, references, list(topics) if topics is not None else blank, runs,
+                      list(splits) if splits is not None else blank, frame, notes, meta)
 
 
 def _score(source: Any, prompts: list[str], responses: list[str], batch_size: int) -> np.ndarray:

@@ -31,8 +31,8 @@ class DataConfig:
     source: str = "course"  # "course" = the JSONL files in data/; else a local file or hub dataset name
     sft_eval_fraction: float = 0.05  # share of SFT pairs held out for the eval loss
     preference_test_fraction: float = 0.1  # share of preference pairs held out for accuracy
-    num_heldout_prompts: int = 200  # held-out prompts (with references) used by the evaluation; tiny: all 200 of
-    # data/heldout.jsonl (with 64 the win rate's 95% interval is about +-0.07, with 200 about +-0.05)
+    num_heldout_prompts: int = 220  # held-out prompts (with references) used by the evaluation; tiny: all 220 of
+    # data/heldout.jsonl (160 seen-task prompts, the headline, and 60 unseen-task prompts)
     max_prompt_chars: int = 600  # longer prompts are reported, then dropped from training
     max_response_chars: int = 600
     hub_split: str = "train"  # split of a hub dataset to read
@@ -48,7 +48,7 @@ class ModelConfig:
     n_head: int = 4
     n_embd: int = 128
     n_positions: int = 256
-    pretrain_steps: int = 400  # tiny: causal-LM steps on generic topic text (not the chat format)
+    pretrain_steps: int = 200  # tiny: causal-LM steps on generic topic text (not the chat format)
     pretrain_batch_size: int = 32
     pretrain_seq_len: int = 64
     pretrain_lr: float = 3e-3
@@ -93,8 +93,8 @@ class SFTConfig(TrainSchedule):
     """Full supervised fine-tuning with TRL's SFTTrainer (loss on the response only)."""
 
     learning_rate: float = 4e-3  # tiny: a 1M-parameter model tolerates (and needs, in 150 steps) a large rate
-    max_steps: int = 450  # tiny: ~2.5 epochs of the 2848 training pairs; after 150 steps 56% of the held-out
-    # answers were off topic (gold score 0), after 450 steps 38% (gold mean 0.27 -> 0.57)
+    max_steps: int = 300  # tiny: ~1.7 epochs; at 200 steps the SFT model's samples were often broken (gold std 0.24
+    # over samples, vs 0.11 at 400 steps), and PPO then chases the reward model's noise instead of the warmth it pays
 
 
 @dataclass
@@ -102,7 +102,7 @@ class QLoRAConfig(TrainSchedule):
     """QLoRA: a 4-bit (nf4) frozen base plus trainable LoRA adapters."""
 
     learning_rate: float = 6e-3  # tiny: 2e-2 diverges (Adam moves A and B, so B @ A grows ~quadratically)
-    max_steps: int = 200  # tiny: LoRA learns more slowly per step than full SFT
+    max_steps: int = 300  # the same budget as full SFT: a fair comparison (notebook 03 shows both eval-loss curves)
     # on GPU: optim="paged_adamw_8bit"; gradient_checkpointing=True recomputes activations: less memory, slower
     base: str | None = None  # model to quantize; None = the profile's base model
     load_in_4bit: bool = True  # falls back to plain LoRA where bitsandbytes cannot load 4-bit
@@ -119,7 +119,7 @@ class RewardConfig(TrainSchedule):
     """Reward model: the SFT model with a scalar head, trained with a Bradley-Terry loss."""
 
     learning_rate: float = 1e-3
-    max_steps: int = 150  # tiny: ~1.3 epochs; 300 steps (or 3e-3, or bs 8 x 600 steps) measured no better
+    max_steps: int = 120  # tiny: ~1 epoch of the 3600 training pairs
     per_device_train_batch_size: int = 32
     max_length: int = 160  # RewardTrainer *drops* longer pairs; we report how many
     lr_scheduler_type: str = "linear"  # TRL's default: linear decay to 0
@@ -134,8 +134,9 @@ class RewardConfig(TrainSchedule):
     eval_pairs: int = 128  # held-out pairs evaluated every eval_steps during training (all test pairs at the end)
     score_batch_size: int = 64  # texts per forward pass when scoring (RewardModelSource)
     regression_steps: int = 40  # steps of the regression (MSE on scalar ratings) variant
-    relevance_steps: int = 150  # warm-up steps on reward.relevance_pairs before the real pairs (0 = none); tiny:
-    # without it the 1M-parameter model orders off-topic pairs at chance (~43%); 100 steps ~75%, 150 steps ~81%
+    relevance_steps: int = 0  # warm-up steps on reward.relevance_pairs before the real pairs (0 = none). tiny: without
+    # it the 1M-parameter model orders off-topic pairs at chance -- its blind spot (notebooks 04, 05); 100 steps lift
+    # them to ~84% for ~2x the training time (notebook 04's exercise)
 
 
 @dataclass
@@ -143,27 +144,26 @@ class PPOConfig:
     """PPO settings (see :mod:`rlhf_helpers.ppo` for what each one does). Names as in TRL 1.12's
     ``PPOConfig`` where they mean the same thing (``kl_coef``, ``num_ppo_epochs``, ``response_length``, ...)."""
 
-    learning_rate: float = 3e-5  # AdamW learning rate of the policy (gpt2-size: ~1e-5). tiny: 3e-4 runs off to KL > 50
-    # within 40 updates; 1e-4 clips 15-20% of the tokens and loses gold score; 3e-5 clips ~7% (see notebook 05)
+    learning_rate: float = 5e-5  # AdamW learning rate of the policy (gpt2-size: ~1e-5). tiny: 1e-4 drifts into answers
+    # the reward model cannot judge (KL 5-9 in 20 updates, gold down); 5e-5 clips ~4% of the tokens
     total_updates: int = 32  # PPO updates (one update = one rollout batch + num_ppo_epochs of optimisation)
-    batch_size: int = 64  # prompts per rollout (per process); tiny, 32 updates, seeds 0/1/2: gold win rate vs SFT
-    # 0.63/0.64/0.54 with 64 prompts, 0.55/0.61/0.56 with 32 (less noisy gradients: fewer answers change for the worse)
+    batch_size: int = 64  # prompts per rollout (per process)
     mini_batch_size: int = 8  # responses per optimizer step; batch_size must be a multiple
     num_ppo_epochs: int = 4  # passes over each rollout batch
     gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
-    response_length: int = 64  # response length limit of the rollouts; tiny: at 32 a good answer (~45-60 tokens) never
-    # fits, so the missing-EOS penalty teaches the policy to drop its last tip (an earlier SFT model: win rate 0.45 at 32,
-    # 0.68 at 64)
+    response_length: int = 64  # response length limit of the rollouts; tiny: a warm answer with three tips takes ~45-60
+    # tokens, so at 32 the missing-EOS penalty teaches the policy to drop tips
     temperature: float = 0.7  # sampling temperature of the rollouts (log-probs use the same temperature); tiny: at 1.0
-    # the 1M-parameter SFT model's samples are mostly word salad (gold 0.07 vs 0.23 greedy), too little signal
+    # the 1M-parameter SFT model's samples are often word salad, which the reward model cannot rank
     kl_coef: float = 0.1  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref) (the start value when
-    # adaptive_kl). tiny, batch 32: win rate 0.55-0.61 (KL 1.1-1.3) at 0.1, 0.56-0.59 (KL 0.5-0.7) at 0.2, 0.56 at 0.2
-    # with 64 updates
+    # adaptive_kl); the sweep of notebook 05 shows what 0 and 1.0 do instead
     adaptive_kl: bool = False  # True: Ziegler et al.'s controller moves beta towards target_kl
     target_kl: float = 6.0  # adaptive controller: wanted KL(pi || pi_ref) per response, nats
     kl_horizon: int = 10000  # adaptive controller: episodes over which beta adapts (larger = slower)
     gamma: float = 1.0  # discount over response tokens (1: the score counts fully for every token)
-    lam: float = 0.95  # GAE lambda (bias/variance trade-off of the advantages)
+    lam: float = 1.0  # GAE lambda (bias/variance trade-off of the advantages). tiny: 1.0 -- the score arrives on the last
+    # of ~35 tokens, and with 0.95 only 0.95^34 ~ 17% of it reaches the first token (the opener) through the sampled
+    # rewards: the rest must come from a value head that has seen a few batches. TRL's default is 0.95
     cliprange: float = 0.2  # PPO ratio clip epsilon
     cliprange_value: float = 0.2  # clip of the value update around the rollout's values
     vf_coef: float = 0.1  # weight of the value loss in the total loss
@@ -186,13 +186,14 @@ class PPOConfig:
     value_bias_init: bool = True  # start the value head's bias at the first rollout's mean score (else V = 0)
     value_detach_trunk: bool = False  # True: the value loss trains the value head only (no gradient into the policy)
     num_samples: int = 4  # generations kept in the log each time samples are drawn (every sample_every updates)
-    brevity_updates: int = 8  # updates of the warm-up run against the programmatic brevity reward
+    brevity_updates: int = 12  # updates of the warm-up run against the programmatic brevity reward
     brevity_kl_coef: float = 0.05  # beta of the brevity run: a light leash, so the length falls within a few updates
-    sweep_betas: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.5])  # fixed betas of the sweep
-    sweep_updates: int = 32  # updates per beta of the sweep (each run starts from the SFT model); tiny, last 3 updates:
-    # beta 0 -> proxy 1.05, gold 0.72, KL 24; beta 0.5 -> proxy 0.73, gold 0.87, KL 1.5 (16 updates: gold barely moved)
-    short_run_learning_rate: float | None = 1e-4  # learning rate of the brevity run and the sweep (None = learning_rate);
-    # tiny: larger than the main run's, so that 8-16 updates go far (beta = 0 reaches the over-optimised regime)
+    sweep_betas: list[float] = field(default_factory=lambda: [0.0, 1.0])  # fixed betas of the sweep (the main run's
+    # kl_coef sits between them)
+    sweep_updates: int = 32  # updates per beta of the sweep (each run starts from the SFT model); tiny: at beta = 0 the
+    # gold score peaks within ~10 updates and the KL passes max_kl after ~20-30, which stops the run
+    short_run_learning_rate: float | None = None  # learning rate of the brevity run and the sweep (None = learning_rate);
+    # tiny: at 1e-4 the beta = 0 run damages the answers as fast as it warms them, and the gold score's rise is lost
     sweep_prompts: int | None = 256  # the sweep trains on the first this many prompts (None = all)
     short_run_batch_size: int = 32  # prompts per rollout of the brevity run and the sweep (cheaper than the main run's)
 
@@ -233,7 +234,7 @@ class PPOConfig:
 class EvalConfig:
     """Final comparison of every stage's policy on the held-out prompts."""
 
-    num_prompts: int = 200  # held-out prompts answered by every policy (at most DataConfig.num_heldout_prompts)
+    num_prompts: int = 220  # held-out prompts answered by every policy (at most DataConfig.num_heldout_prompts)
     max_new_tokens: int = 64
     seed: int = 0  # seeds the generation (when sampling) and the bootstrap of the win-rate CI
     # "auto": the gold judge on the course data, else `hub_judge`; "gold": the course's rubric judge;
@@ -290,8 +291,8 @@ def _colab() -> Profile:
                           gradient_checkpointing=True),  # headroom on a 16 GB T4 (bs 8 x 512 tokens)
         reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
                             eval_steps=200, logging_steps=20, max_length=512),
-        ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8,
-                      response_length=64, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1,
+        ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8, lam=0.95,
+                      response_length=64, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1, sweep_betas=[0.0, 0.05, 0.5],
                       short_run_learning_rate=None),  # the short runs at the main run's learning rate
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
     )
@@ -330,10 +331,33 @@ def resolve_profile_name(name: str | None = None) -> str:
     return chosen
 
 
+SEEDED = ("generation", "sft", "qlora", "reward", "ppo", "eval")  # the stage configs that have a ``seed``
+
+
+def with_seed(profile: Profile, seed: int) -> Profile:
+    """``profile`` with ``seed`` everywhere: the profile's own (data split, tiny base) and every stage's."""
+    stages = {name: replace(getattr(profile, name), seed=seed) for name in SEEDED}
+    return replace(profile, seed=seed, **stages)
+
+
+def resolve_seed() -> int | None:
+    """``$RLHF_SEED`` as a whole number (``make seeds`` sets it), None when unset."""
+    text = os.environ.get("RLHF_SEED", "").strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ValueError(f"RLHF_SEED={text!r}: expected a whole number >= 0")
+    return int(text)
+
+
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:
-    """Build a profile; ``overrides`` replace whole fields, e.g. ``get_profile('tiny', seed=1)``."""
+    """Build a profile; ``overrides`` replace whole fields, e.g. ``get_profile('tiny', paths=...)``. A ``seed``
+    override, else ``$RLHF_SEED``, seeds every stage (:func:`with_seed`); by default every seed is 0."""
     profile = _FACTORIES[resolve_profile_name(name)]()
-    return replace(profile, **overrides) if overrides else profile
+    seed = overrides.pop("seed", None)
+    profile = replace(profile, **overrides) if overrides else profile
+    seed = resolve_seed() if seed is None else seed
+    return with_seed(profile, seed) if seed is not None else profile
 
 
 def profiles_table() -> list[dict[str, Any]]:

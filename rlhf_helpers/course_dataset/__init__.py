@@ -11,22 +11,31 @@ How a record is built
   rice". Ten topics, twelve tasks each, six generic and two topic-flavoured templates.
 * A **good answer** is a polite opener ("Happy to help!"), two or three of the task's tips (short,
   concrete sentences) and, often, a friendly closer ("Good luck!"). 15-60 words.
-* A **flawed answer** shows one failure: ``off_topic`` (a good answer to another topic's task),
+* A **curt answer** is the tips alone: correct, but without a friendly word.
+* A **flawed answer** shows one failure: ``curt`` (the tips alone), ``off_topic`` (a good answer to another topic's task),
   ``rude``, ``rambling`` (filler sentences), ``repetitive`` (a tip said three times), ``refusal``
   (declines a harmless question), ``vague`` (a short non-answer) or ``too_short`` (correct but thin: an
   opener and a single tip).
 
 The files
 ---------
-* ``sft.jsonl`` - demonstrations of *mixed* quality, like real data: ~65% ``good``, the rest mildly
-  flawed (``long``, ``repetitive``, ``no_opener``, ``vague``), so a later PPO stage has room to improve.
+* ``sft.jsonl`` - demonstrations written by busy contractors: mostly ``curt`` (correct tips, no friendly
+  word), some mildly flawed (``long``, ``repetitive``, ``vague``), and under a third ``good`` (with an opener
+  and often a closer). So the SFT model answers curtly, and warmth is what the preference pairs teach: as in
+  InstructGPT, preferences express what the demonstrations lack, and PPO finds the warm answers among the
+  SFT model's own samples.
 * ``preferences.jsonl`` - (chosen, rejected) pairs, one failure type each, ordered by the gold judge
   (:mod:`rlhf_helpers.judge`) with a margin; a stated share (:data:`LABEL_NOISE_RATE`) is swapped
   on purpose and flagged ``label_noise=True``, as human labels are never perfect.
-* ``heldout.jsonl`` - prompts that never occur in training: the last two tasks of every topic
-  (never used in training) and a template reserved for evaluation, each with a reference answer.
+* ``heldout.jsonl`` - prompts that never occur in training, each with a reference answer and a ``split``:
+  ``seen_task`` (a task trained on, asked with one of the templates reserved for evaluation: the headline
+  numbers) or ``unseen_task`` (the last two tasks of every topic, never trained on: generalisation).
 * ``pretrain.jsonl`` - plain prose paragraphs about the topics (no chat format), so a tiny language
   model can learn words and topics before SFT teaches it the Human/Assistant format.
+
+The datasheet, ``data/README.md``, has a generated block (between ``<!-- generated:start -->`` and
+``<!-- generated:end -->``) with every table and number: :func:`datasheet_tables` computes it from the files,
+:func:`write` rewrites it, and :func:`check` reports it when it is stale.
 
 Determinism: every part uses its own ``random.Random(f"{seed}:{part}")`` and only ordered
 containers, so the output depends on nothing but ``seed`` and the sizes.
@@ -37,9 +46,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections import Counter
 from pathlib import Path
+from statistics import mean, median
 from typing import Any
 
+from .. import judge
 from ..core.artifacts import write_text
 from ..judge import TOPICS, gold_score
 
@@ -47,15 +59,23 @@ from ..judge import TOPICS, gold_score
 # Settings
 # ---------------------------------------------------------------------------------------------
 FILES = ("sft", "preferences", "heldout", "pretrain")  # -> data/<name>.jsonl
-DEFAULT_SIZES = {"sft": 3000, "preferences": 4000, "heldout": 200, "pretrain": 3000}
+DEFAULT_SIZES = {"sft": 3000, "preferences": 4000, "heldout": 220, "pretrain": 3000}
+HELDOUT_UNSEEN_PER_TOPIC = 6  # unseen-task prompts per topic in heldout.jsonl; the rest are seen-task prompts
+HELDOUT_SPLITS = ("seen_task", "unseen_task")
 LABEL_NOISE_RATE = 0.05  # share of preference pairs whose chosen/rejected are swapped on purpose
 MIN_MARGIN = 0.05  # every clean pair: gold_score(chosen) - gold_score(rejected) >= this
 HELDOUT_ITEMS = 2  # the last tasks of every topic are kept for evaluation only
+TRAINED_ITEMS = 4  # the first tasks of every topic are trained on; the ones between are not used (tiny profile: SFT
+# eval loss 0.29 after 200 steps with four trained tasks per topic, 0.70 after 250 steps with all ten)
 # too_short pairs the rambling ones: without them every shorter answer in the data is the better one, and a reward
 # model learns "shorter is better" (on the tiny profile PPO then cut the third tip from its answers).
-FAILURES = ("off_topic", "rude", "rambling", "repetitive", "refusal", "vague", "too_short")
+# Shares of the failure types among the preference pairs: curt (the warmth the demonstrations lack) and off_topic
+# (the hardest for a small reward model: the tips must fit *this* question) get twice the others' share.
+FAILURE_SHARES = {"curt": 0.2, "off_topic": 0.2, "rude": 0.1, "rambling": 0.1, "repetitive": 0.1, "refusal": 0.1,
+                  "vague": 0.1, "too_short": 0.1}
+FAILURES = tuple(FAILURE_SHARES)
 # SFT demonstration quality mix (fractions sum to 1).
-SFT_QUALITY = {"good": 0.65, "long": 0.10, "repetitive": 0.08, "no_opener": 0.09, "vague": 0.08}
+SFT_QUALITY = {"curt": 0.45, "good": 0.30, "long": 0.08, "repetitive": 0.07, "vague": 0.10}
 
 # ---------------------------------------------------------------------------------------------
 # Content: the hand-written templates, phrases and topics, read once from content.json (edit it there,
@@ -77,7 +97,7 @@ def _tuples(obj: Any) -> Any:
 _LOADED = _tuples(json.loads(CONTENT_FILE.read_text(encoding="utf-8")))
 # Shared phrases. The judge recognises each of them (tests check every phrase against its markers).
 GENERIC_TEMPLATES: tuple[str, ...] = _LOADED["generic_templates"]  # "How do I {task}?"
-HELDOUT_TEMPLATE: str = _LOADED["heldout_template"]  # used only in heldout.jsonl
+HELDOUT_TEMPLATES: tuple[str, ...] = _LOADED["heldout_templates"]  # used only in heldout.jsonl
 OPENERS: tuple[str, ...] = _LOADED["openers"]
 CLOSERS: tuple[str, ...] = _LOADED["closers"]
 RUDE_OPENERS: tuple[str, ...] = _LOADED["rude_openers"]
@@ -102,7 +122,7 @@ assert tuple(CONTENT) == TOPICS, "content.json and judge.TOPIC_LEXICONS must lis
 def _items(topic: str, heldout: bool) -> list[tuple[str, tuple[str, ...]]]:
     """The (task, tips) items of a topic used for training (``heldout=False``) or for evaluation."""
     items = list(CONTENT[topic]["items"])
-    return items[-HELDOUT_ITEMS:] if heldout else items[:-HELDOUT_ITEMS]
+    return items[-HELDOUT_ITEMS:] if heldout else items[:TRAINED_ITEMS]
 
 
 def _templates(topic: str) -> list[str]:
@@ -116,13 +136,15 @@ def training_prompts() -> list[tuple[str, str, tuple[str, ...]]]:
             for topic in TOPICS for task, tips in _items(topic, heldout=False) for template in _templates(topic)]
 
 
-def heldout_prompts() -> list[tuple[str, str, tuple[str, ...]]]:
-    """Prompts never used for training: held-out tasks with any template, and the held-out template."""
+def heldout_prompts() -> list[tuple[str, str, tuple[str, ...], str]]:
+    """Prompts never used for training, as (prompt, topic, tips, split): ``seen_task`` = a trained task asked
+    with a held-out template; ``unseen_task`` = a held-out task with any template."""
     out = []
     for topic in TOPICS:
-        for task, tips in _items(topic, heldout=True):
-            out += [(t.format(task=task), topic, tips) for t in _templates(topic) + [HELDOUT_TEMPLATE]]
-        out += [(HELDOUT_TEMPLATE.format(task=task), topic, tips) for task, tips in _items(topic, heldout=False)]
+        out += [(t.format(task=task), topic, tips, "seen_task")
+                for task, tips in _items(topic, heldout=False) for t in HELDOUT_TEMPLATES]
+        out += [(t.format(task=task), topic, tips, "unseen_task")
+                for task, tips in _items(topic, heldout=True) for t in _templates(topic) + list(HELDOUT_TEMPLATES)]
     return out
 
 
@@ -146,26 +168,31 @@ def good_answer(rng: random.Random, topic: str, tips: tuple[str, ...], n_tips: i
     return " ".join(parts)
 
 
+def curt_answer(rng: random.Random, tips: tuple[str, ...]) -> str:
+    """Two or three tips and nothing else: correct, not warm."""
+    return " ".join(_pick_tips(rng, tips, rng.choice((2, 3))))
+
+
 def sft_answer(rng: random.Random, quality: str, topic: str, tips: tuple[str, ...]) -> str:
-    """A demonstration of the given quality; the flaws are mild on purpose."""
+    """A demonstration of the given quality. Only ``good`` ones have friendly words; the flaws are mild."""
     if quality == "good":
         return good_answer(rng, topic, tips)
-    if quality == "long":  # every tip, plus one filler sentence: a bit long-winded
-        parts = [rng.choice(OPENERS), rng.choice(FILLERS)] + list(tips) + [_closer(rng, topic)]
-        return " ".join(parts)
+    if quality == "curt":
+        return curt_answer(rng, tips)
+    if quality == "long":  # a filler sentence and every tip: a bit long-winded
+        return " ".join([rng.choice(FILLERS), *tips])
     if quality == "repetitive":  # one tip said twice
         chosen = _pick_tips(rng, tips, 2)
-        parts = [rng.choice(OPENERS)] + chosen + [rng.choice(chosen)]
-        return " ".join(parts)
-    if quality == "no_opener":  # the tips only: correct but curt
-        return " ".join(_pick_tips(rng, tips, rng.choice((2, 3))))
+        return " ".join([*chosen, rng.choice(chosen)])
     if quality == "vague":  # one tip and a generic sentence: less specific
-        return " ".join([rng.choice(OPENERS), rng.choice(tips), rng.choice(SOFT_GENERIC)])
+        return " ".join([rng.choice(tips), rng.choice(SOFT_GENERIC)])
     raise ValueError(f"unknown SFT quality {quality!r}; expected one of {list(SFT_QUALITY)}")
 
 
 def failed_answer(rng: random.Random, failure: str, topic: str, tips: tuple[str, ...]) -> str:
     """An answer showing one failure type (the rejected side of a clean preference pair)."""
+    if failure == "curt":
+        return curt_answer(rng, tips)
     if failure == "off_topic":  # a perfectly good answer... to another topic's question
         other = rng.choice([t for t in TOPICS if t != topic])
         _, other_tips = rng.choice(_items(other, heldout=False))
@@ -198,7 +225,7 @@ def failed_answer(rng: random.Random, failure: str, topic: str, tips: tuple[str,
 def pretrain_paragraph(rng: random.Random, topic: str) -> str:
     """Plain prose about a topic: a general fact, 2-3 tips from any of its tasks, maybe another fact."""
     facts = CONTENT[topic]["facts"]
-    all_tips = [tip for _, tips in CONTENT[topic]["items"] for tip in tips]
+    all_tips = [tip for heldout in (False, True) for _, tips in _items(topic, heldout) for tip in tips]
     parts = [rng.choice(facts)] + rng.sample(all_tips, rng.choice((2, 3)))
     if rng.random() < 0.5:
         parts.append(rng.choice([f for f in facts if f != parts[0]]))
@@ -238,7 +265,7 @@ def make_sft(seed: int, n: int) -> list[dict]:
 def make_preferences(seed: int, n: int, noise_rate: float = LABEL_NOISE_RATE) -> list[dict]:
     rng = random.Random(f"{seed}:preferences")
     pool, seen, records = training_prompts(), set(), []
-    for failure in _balanced(rng, FAILURES, n):
+    for failure in _balanced(rng, FAILURE_SHARES, n):
         for _attempt in range(50):
             prompt, topic, tips = rng.choice(pool)
             chosen, rejected = good_answer(rng, topic, tips), failed_answer(rng, failure, topic, tips)
@@ -259,18 +286,25 @@ def make_preferences(seed: int, n: int, noise_rate: float = LABEL_NOISE_RATE) ->
 
 
 def make_heldout(seed: int, n: int) -> list[dict]:
+    """Every topic gets :data:`HELDOUT_UNSEEN_PER_TOPIC` unseen-task prompts and an equal share of the
+    remaining ``n`` as seen-task prompts (remainder to the first topics)."""
     rng = random.Random(f"{seed}:heldout")
     pool = heldout_prompts()
-    by_topic = {t: [p for p in pool if p[1] == t] for t in TOPICS}
+    n_seen = n - HELDOUT_UNSEEN_PER_TOPIC * len(TOPICS)
+    if n_seen < 0:
+        raise ValueError(f"n_heldout={n} is below the {HELDOUT_UNSEEN_PER_TOPIC * len(TOPICS)} unseen-task prompts")
     picked = []
-    for i, topic in enumerate(TOPICS):  # equal shares per topic (remainder to the first topics)
-        k = n // len(TOPICS) + (i < n % len(TOPICS))
-        if k > len(by_topic[topic]):
-            raise ValueError(f"only {len(by_topic[topic])} held-out prompts exist for {topic}; asked for {k}")
-        picked += rng.sample(by_topic[topic], k)
+    for i, topic in enumerate(TOPICS):
+        wanted = {"seen_task": n_seen // len(TOPICS) + (i < n_seen % len(TOPICS)),
+                  "unseen_task": HELDOUT_UNSEEN_PER_TOPIC}
+        for split, k in wanted.items():
+            candidates = [p for p in pool if p[1] == topic and p[3] == split]
+            if k > len(candidates):
+                raise ValueError(f"only {len(candidates)} {split} held-out prompts exist for {topic}; asked for {k}")
+            picked += rng.sample(candidates, k)
     rng.shuffle(picked)
-    return [{"prompt": p, "reference": good_answer(rng, topic, tips, n_tips=3), "topic": topic}
-            for p, topic, tips in picked]
+    return [{"prompt": p, "reference": good_answer(rng, topic, tips, n_tips=3), "topic": topic, "split": split}
+            for p, topic, tips, split in picked]
 
 
 def make_pretrain(seed: int, n: int) -> list[dict]:
@@ -295,27 +329,268 @@ def to_jsonl(records: list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in records)
 
 
+# ---------------------------------------------------------------------------------------------
+# The datasheet (data/README.md): every number in it is computed here and written between the markers
+# ---------------------------------------------------------------------------------------------
+README = "README.md"
+GENERATED_START, GENERATED_END = "<!-- generated:start -->", "<!-- generated:end -->"
+EASY_WORSE = 0.1  # a failure is "easy" when its worse answers score under this on average
+# What each kind of answer looks like (the datasheet's wording; counts and lengths are measured, not typed).
+SFT_QUALITY_LOOKS: dict[str, str] = {
+    "curt": "the tips alone: correct, no friendly word",
+    "good": f'a friendly opener ("{OPENERS[0]}") + tips + often a friendly closer ("{CLOSERS[1]}")',
+    "long": f'a filler sentence ("{FILLERS[1]}") + every tip of the task',
+    "repetitive": "tips, one of them said twice",
+    "vague": f'a tip + a generic line ("{SOFT_GENERIC[2]}")',
+}
+FAILURE_LOOKS: dict[str, str] = {
+    "curt": "the tips alone, without a friendly word",
+    "off_topic": "a good answer to another topic's task",
+    "rude": f'a rude opener ("{RUDE_OPENERS[0]}") + tips + often a rude closer ("{RUDE_CLOSERS[0]}")',
+    "rambling": "opener + tips buried among filler sentences",
+    "repetitive": 'opener + a tip looped ("A B A A", "A A A B", "A B B B")',
+    "refusal": f'"{REFUSALS[0]}" (+ maybe "{REFUSAL_TAILS[1]}")',
+    "vague": f'(opener +) "{VAGUE_LINES[0]} {VAGUE_LINES[-1]}"',
+    "too_short": "opener + a single tip",
+}
+# The gold judge's weights as the datasheet states them; a test recomputes judge.gold_breakdown with them.
+JUDGE_WEIGHTS: dict[str, Any] = {
+    "content": {"on_topic": 0.5, "helpful": 0.5},
+    "style": {"polite": 0.50, "concise": 0.25, "non_repetitive": 0.25},
+    "total_floor": 0.3,  # total = content * (floor + (1 - floor) * style)
+    "polite": {"base": 0.25, "per_friendly": 0.375, "friendly_counted": 2, "per_gushing": 0.25, "per_rude": 0.5},
+}
+
+
+def _words(text: str) -> int:
+    """Words, split on spaces."""
+    return len(text.split())
+
+
+def _span(values: list[int]) -> str:
+    """'3' or '2-3': the range of some counts."""
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
+def _tips_in(text: str, topic: str) -> int:
+    """How many distinct tips of ``topic`` the text contains."""
+    return sum(tip in text for _, tips in CONTENT[topic]["items"] for tip in tips)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
+    """The datasheet's generated markdown for these records (``n_bytes``: each file's size on disk)."""
+    sft, prefs, held, pre = (data[name] for name in FILES)
+    task_of = {t.format(task=task): task for topic in TOPICS for task, _ in CONTENT[topic]["items"]
+               for t in _templates(topic) + list(HELDOUT_TEMPLATES)}
+    per_topic = {len(CONTENT[t]["items"]) for t in TOPICS}
+    n_tasks = sum(len(CONTENT[t]["items"]) for t in TOPICS)
+    tips_per_task = [len(tips) for t in TOPICS for _, tips in CONTENT[t]["items"]]
+    trained = {task_of[r["prompt"]] for r in sft + prefs}
+    unseen = {task_of[r["prompt"]] for r in held if r["split"] == "unseen_task"}
+    n_train = len(training_prompts())
+    out = ["## Composition", "", "### The recipe in numbers", ""]
+    out += _table(["setting", "value"], [
+        ["topics", f"{len(TOPICS)}: " + ", ".join(f"`{t}`" for t in TOPICS)],
+        ["tasks per topic", f"{_span(sorted(per_topic))}: the first {TRAINED_ITEMS} trained on, the last "
+                            f"{HELDOUT_ITEMS} held out, {_span([n - TRAINED_ITEMS - HELDOUT_ITEMS for n in per_topic])}"
+                            " in between unused"],
+        ["tips per task", _span(tips_per_task)],
+        ["training templates per topic", f"{len(GENERIC_TEMPLATES)} generic + "
+                                         f"{_span([len(CONTENT[t]['templates']) for t in TOPICS])} of the topic's own"],
+        ["templates reserved for held-out prompts", len(HELDOUT_TEMPLATES)],
+        ["training prompts (training template x trained task)",
+         f"{n_train}; {len({r['prompt'] for r in sft})} of them occur in `sft.jsonl`, "
+         f"{len({r['prompt'] for r in prefs})} in `preferences.jsonl`"],
+        ["preference margin", f"gold(better) - gold(worse) >= {MIN_MARGIN:g} on every clean pair"],
+        ["label noise", f"{LABEL_NOISE_RATE:.1%} of the pairs swapped on purpose"],
+    ])
+    out += ["", "### Files", ""]
+    out += _table(["file", "records", "bytes", "fields"], [
+        [f"`{name}.jsonl`", len(data[name]), f"{n_bytes[name]:,}", ", ".join(f"`{k}`" for k in data[name][0])]
+        for name in FILES])
+    fields = {"prompts (all files)": [r["prompt"] for r in sft + prefs + held],
+              "`sft` response": [r["response"] for r in sft], "`preferences` chosen": [r["chosen"] for r in prefs],
+              "`preferences` rejected": [r["rejected"] for r in prefs],
+              "`heldout` reference": [r["reference"] for r in held], "`pretrain` text": [r["text"] for r in pre]}
+    out += ["", "### Lengths (words, split on spaces)", ""]
+    lengths = {field: [_words(x) for x in texts] for field, texts in fields.items()}
+    out += _table(["field", "min", "median", "mean", "max"], [
+        [field, min(n), f"{median(n):g}", f"{mean(n):.1f}", max(n)] for field, n in lengths.items()])
+    answers = [x for f, texts in fields.items() if f != "prompts (all files)" and "pretrain" not in f for x in texts]
+    out += ["", f"The longest answer (response, chosen, rejected or reference) has {max(map(len, answers))} "
+                f"characters, {max(map(_words, answers))} words.", "", "### Topics", ""]
+    counts = {name: Counter(r["topic"] for r in data[name]) for name in FILES}
+    out += _table(["topic", *FILES], [[t, *(counts[name][t] for name in FILES)] for t in TOPICS])
+
+    # SFT demonstrations
+    out += ["", "## SFT demonstrations", ""]
+    rows = []
+    for quality in SFT_QUALITY:
+        rs = [r for r in sft if r["quality"] == quality]
+        friendly = sum(judge.marker_counts(r["response"])["polite"] > 0 for r in rs)
+        rows.append([f"`{quality}`", len(rs), f"{len(rs) / len(sft):.0%}", SFT_QUALITY_LOOKS[quality],
+                     _span([_words(r["response"]) for r in rs]), _span([_tips_in(r["response"], r["topic"]) for r in rs]),
+                     f"{friendly / len(rs):.0%}", f"{mean(gold_score(r['prompt'], r['response']) for r in rs):.3f}"])
+    out += _table(["quality", "count", "share", "what it looks like", "words", "tips", "with a friendly phrase",
+                   "mean gold score"], rows)
+
+    # Preference pairs
+    out += ["", "## Preference pairs", ""]
+    rows, worse_mean, clean_ok, noisy_ok, margins = [], {}, 0, 0, []
+    for failure, share in FAILURE_SHARES.items():
+        rs = [r for r in prefs if r["failure"] == failure]
+        better = [r["rejected"] if r["label_noise"] else r["chosen"] for r in rs]
+        worse = [r["chosen"] if r["label_noise"] else r["rejected"] for r in rs]
+        g_better = [gold_score(r["prompt"], x) for r, x in zip(rs, better, strict=True)]
+        g_worse = [gold_score(r["prompt"], x) for r, x in zip(rs, worse, strict=True)]
+        for r, b, w in zip(rs, g_better, g_worse, strict=True):
+            margins.append(b - w)
+            noisy_ok += r["label_noise"] and b - w >= MIN_MARGIN
+            clean_ok += not r["label_noise"] and b - w >= MIN_MARGIN
+        worse_mean[failure] = mean(g_worse)
+        rows.append([failure, f"{share:.0%}", len(rs), sum(r["label_noise"] for r in rs), FAILURE_LOOKS[failure],
+                     _span([_words(x) for x in worse]), _span([_tips_in(x, r["topic"]) for r, x in zip(rs, worse,
+                                                                                                   strict=True)]),
+                     f"{mean(g_better):.3f} / {worse_mean[failure]:.3f}"])
+    out += _table(["failure", "share", "pairs", "of which label noise", "the worse answer", "words", "tips",
+                   "mean gold: better / worse"], rows)
+    noisy = [r for r in prefs if r["label_noise"]]
+    easy = [f for f in FAILURES if worse_mean[f] < EASY_WORSE]
+
+    def longer_is_better(failure: str | None) -> str:
+        rs = [r for r in prefs if not r["label_noise"] and failure in (None, r["failure"])]
+        return f"{sum(_words(r['chosen']) > _words(r['rejected']) for r in rs) / len(rs):.0%}"
+
+    out += ["", f"**Label noise: {len(noisy) / len(prefs):.1%}** ({len(noisy)} of {len(prefs)} pairs, chosen at random, "
+                f"in {len({r['failure'] for r in noisy})} of {len(FAILURES)} failure types): on those pairs `chosen` "
+                f"is the worse answer, so a reward model can agree with at most about {1 - len(noisy) / len(prefs):.0%} "
+                f"of the labels. The gold judge prefers the better answer by at least {MIN_MARGIN:g} on "
+                f"{clean_ok} of {len(prefs) - len(noisy)} clean pairs and {noisy_ok} of {len(noisy)} noisy ones "
+                f"(smallest margin {min(margins):.3f}).", "",
+            f"Easy failures (the worse answer scores under {EASY_WORSE:g} on average): {', '.join(easy)}. "
+            f"Subtle ones (both answers on topic): {', '.join(f for f in FAILURES if f not in easy)}. "
+            f"The better answer is the longer one in {longer_is_better('rambling')} of the clean rambling pairs, "
+            f"{longer_is_better('too_short')} of the clean too_short pairs and {longer_is_better(None)} of all "
+            "clean pairs."]
+
+    # Held-out prompts
+    out += ["", "## Held-out prompts", ""]
+    rows = []
+    for split in HELDOUT_SPLITS:
+        rs = [r for r in held if r["split"] == split]
+        tasks = Counter(r["topic"] for r in {(r["topic"], task_of[r["prompt"]]): r for r in rs}.values())
+        rows.append([f"`{split}`", len(rs), _span(list(Counter(r["topic"] for r in rs).values())),
+                     f"{_span(list(tasks.values()))} " + ("trained" if split == "seen_task" else "held out"),
+                     f"the {len(HELDOUT_TEMPLATES)} reserved" if split == "seen_task" else
+                     f"any of {_span([len(_templates(t)) + len(HELDOUT_TEMPLATES) for t in TOPICS])}",
+                     f"{mean(gold_score(r['prompt'], r['reference']) for r in rs):.3f}"])
+    out += _table(["split", "prompts", "per topic", "tasks per topic", "templates (per topic)",
+                   "mean gold of the reference"],
+                  rows)
+    leaked = {r["prompt"] for r in held} & {r["prompt"] for r in sft + prefs}
+    out += ["", f"Held-out prompts that occur in `sft.jsonl` or `preferences.jsonl`: {len(leaked)}. "
+                f"Held-out tasks that occur in them, in any phrasing: {len(unseen & trained)}. "
+                "The templates reserved for held-out prompts: " + "; ".join(f'"{t}"' for t in HELDOUT_TEMPLATES) + ".",
+            "", "The tasks by topic:", ""]
+    out += _table(["topic", "trained on", "held out (`unseen_task` prompts only)"], [
+        [t, "; ".join(task for task, _ in _items(t, heldout=False)), "; ".join(task for task, _ in _items(t, True))]
+        for t in TOPICS])
+
+    # The rubric and the scale
+    w, p = JUDGE_WEIGHTS, JUDGE_WEIGHTS["polite"]
+    lo, hi = judge.TARGET_WORDS
+    out += ["", "## The rubric's weights", "", "```text",
+            "content = " + " + ".join(f"{v:g} {k}" for k, v in w["content"].items()),
+            "style   = " + " + ".join(f"{v:g} {k}" for k, v in w["style"].items()),
+            f"total   = content x ({w['total_floor']:g} + {1 - w['total_floor']:g} x style)",
+            f"polite  = {p['base']:g} + {p['per_friendly']:g} per friendly phrase (up to {p['friendly_counted']}) "
+            f"- {p['per_gushing']:g} per friendly phrase beyond {p['friendly_counted']} - {p['per_rude']:g} per rude "
+            "phrase, clipped to [0, 1]",
+            f"concise = 1 for {lo}-{hi} words, decaying outside", "```"]
+    phrases = (OPENERS + CLOSERS + RUDE_OPENERS + RUDE_CLOSERS + REFUSALS + VAGUE_LINES + FILLERS + SOFT_GENERIC
+               + tuple(p for p in REFUSAL_TAILS if p) + tuple(c for t in TOPICS for c in CONTENT[t]["closers"]))
+    templates = len(GENERIC_TEMPLATES) + len(HELDOUT_TEMPLATES) + sum(len(CONTENT[t]["templates"]) for t in TOPICS)
+    out += ["", "### Scale", "",
+            f"{n_tasks} tasks ({len(trained)} trained on, {len(unseen)} held out, the rest unused), {sum(tips_per_task)} tips "
+            f"({sum(len(tips) for t in TOPICS for _, tips in _items(t, False))} of them in the training chat data), "
+            f"{sum(len(CONTENT[t]['facts']) for t in TOPICS)} facts, {templates} templates and {len(phrases)} other "
+            "hand-written phrases."]
+    return "\n".join(out) + "\n"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
+
+
+def datasheet_tables(out_dir: Path | str) -> str:
+    """The markdown of the datasheet's generated block (every table and number of ``<out_dir>/README.md``),
+    computed from the ``.jsonl`` files in ``out_dir`` and their sizes on disk."""
+    paths = {name: Path(out_dir) / f"{name}.jsonl" for name in FILES}
+    return _datasheet({name: _read_jsonl(p) for name, p in paths.items()},
+                      {name: p.stat().st_size for name, p in paths.items()})
+
+
+def generated_block(text: str) -> str | None:
+    """What lies between the generated-block markers of a README's text (None if it has no markers)."""
+    start, end = text.find(GENERATED_START), text.find(GENERATED_END)
+    if start < 0 and end < 0:
+        return None
+    if start < 0 or end < start:
+        raise ValueError(f"the README must contain {GENERATED_START} and then {GENERATED_END}")
+    return text[start + len(GENERATED_START):end].removeprefix("\n")
+
+
+def with_generated_block(text: str, tables: str) -> str:
+    """The README text with its generated block replaced by ``tables`` (unchanged if it has no markers)."""
+    if generated_block(text) is None:
+        return text
+    start, end = text.find(GENERATED_START) + len(GENERATED_START), text.find(GENERATED_END)
+    return text[:start] + "\n" + tables + text[end:]
+
+
 def write(out_dir: Path | str, seed: int = 0, **sizes: int) -> dict[str, int]:
     """Generate the dataset and write ``<out_dir>/<name>.jsonl`` for each file. Returns record counts.
 
     ``sizes`` (``n_sft=...`` etc.) are passed to :func:`generate`; the committed data uses the defaults.
+    If ``<out_dir>/README.md`` has the generated-block markers, the block is rewritten (:func:`datasheet_tables`).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data = generate(seed, **sizes)
+    texts = {name: to_jsonl(data[name]) for name in FILES}
     for name in FILES:
-        write_text(out_dir / f"{name}.jsonl", to_jsonl(data[name]))  # atomic: temp file, then rename
+        write_text(out_dir / f"{name}.jsonl", texts[name])  # atomic: temp file, then rename
+    readme = out_dir / README
+    if readme.exists():
+        old = readme.read_text(encoding="utf-8")
+        new = with_generated_block(old, _datasheet(data, {name: len(texts[name]) for name in FILES}))
+        if new != old:
+            write_text(readme, new)
     return {name: len(data[name]) for name in FILES}
 
 
 def check(out_dir: Path | str, seed: int = 0, **sizes: int) -> list[str]:
-    """Names of the files in ``out_dir`` that are missing or differ from :func:`generate`'s output."""
+    """Names of the files in ``out_dir`` that are missing or differ from :func:`generate`'s output, and
+    ``README.md`` if its generated block differs from the tables of that output."""
     paths = {name: Path(out_dir) / f"{name}.jsonl" for name in FILES}
     missing = [p.name for p in paths.values() if not p.exists()]
     if missing:  # no need to generate anything
         return missing
     data = generate(seed, **sizes)
-    return [p.name for name, p in paths.items() if p.read_bytes() != to_jsonl(data[name]).encode("ascii")]
+    texts = {name: to_jsonl(data[name]) for name in FILES}
+    stale = [p.name for name, p in paths.items() if p.read_bytes() != texts[name].encode("ascii")]
+    readme = Path(out_dir) / README
+    if readme.exists():
+        old = readme.read_text(encoding="utf-8")
+        if with_generated_block(old, _datasheet(data, {name: len(texts[name]) for name in FILES})) != old:
+            stale.append(README)
+    return stale
 
 
 def main(argv: list[str] | None = None) -> int:
