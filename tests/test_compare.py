@@ -102,3 +102,28 @@ def test_missing_reference_and_reward_leave_notes(tiny_tokenizer, make_tiny_mode
     assert "02_sft_full.ipynb" in text and "04_reward_modeling.ipynb" in text
     assert f"SFT (full): skipped -- {why}" in out.notes  # skipped is keyed by the policy's label
     assert out.meta["reference_label"] == "sft_full"  # the missing reference's label falls back to its key
+
+
+def test_by_split_compares_each_slice_and_a_policy_not_trained_from_the_reference_has_no_kl(
+        tiny_tokenizer, make_tiny_model):
+    from rlhf_helpers.core.config import EvalConfig
+    from rlhf_helpers.core.text_metrics import win_rate
+
+    policies = _policies(tiny_tokenizer, make_tiny_model)
+    policies["other"] = compare.Policy("other", "other", make_tiny_model(seed=2), tiny_tokenizer, from_reference=False)
+    cfg = EvalConfig(max_new_tokens=6, batch_size=4, bootstrap_samples=200)
+    splits = ["a" if i % 3 else "b" for i in range(len(PROMPTS))]
+    out = compare.evaluate_policies(policies, PROMPTS, PROMPTS, _LengthReward(), GoldJudge(), cfg, progress=False,
+                                    splits=splits)
+    assert np.isnan(out.results.loc["other", "kl"]) and out.results.loc["PPO", "kl_full"] > 0
+    assert any(n.startswith("other: no KL to SFT (full) -- not trained from it") for n in out.notes)
+    table = out.by_split(cfg).set_index(["split", "model"])
+    assert list(table.index.get_level_values(0).unique()) == ["b", "a"]  # in order of first appearance
+    idx = np.array([s == "a" for s in splits])
+    ppo, sft = out.runs["ppo"].judge[idx], out.runs["sft_full"].judge[idx]
+    row = table.loc[("a", "PPO")]
+    expected = win_rate(ppo, sft, cfg.bootstrap_samples, cfg.seed, cfg.ci_level)
+    assert row["n"] == idx.sum() and row["win_rate"] == expected["win_rate"] and row["wins"] == expected["wins"]
+    assert row["judge_gain"] == pytest.approx((ppo - sft).mean())
+    assert table.loc[("b", "SFT (full)"), "win_rate"] == 0.5
+    assert set(out.per_prompt()["split"]) == {"a", "b"}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from test_compare import PROMPTS, gen_cfg
 
@@ -170,6 +171,12 @@ def test_plots_logs_and_summary_of_a_real_evaluation(tmp_path, tiny_tokenizer, m
     text = ev.write_summary(result, paths, plots=plots).read_text()
     assert "../plots/eval_proxy_vs_gold.png" in text and "../plots/eval_training_curves.png" in text
     assert (paths.results / "eval_qualitative.csv").exists() and (paths.results / "eval_answers.csv").exists()
+    assert not (paths.results / "eval_by_split.csv").exists() and "per slice" not in text  # no splits: no slice table
+    result.splits = ["seen_task" if i % 2 else "unseen_task" for i in range(len(result.prompts))]
+    text = ev.write_summary(result, paths, plots=plots).read_text()
+    saved = pd.read_csv(paths.results / "eval_by_split.csv")
+    assert list(saved["split"].unique()) == ["unseen_task", "seen_task"]
+    assert "per slice of the prompts" in text and "| seen_task / PPO |" in text
     (paths.checkpoint("ppo") / PPO_LOG).write_text('{"step": 1}\n{broken\n')
     with pytest.raises(ValueError, match=r"log.jsonl:2: invalid JSON"):
         ppo_runs.load_ppo_logs(paths)
@@ -207,3 +214,11 @@ def test_explorer_answers_a_picked_or_typed_prompt(tiny_tokenizer, make_tiny_mod
     typed.value = "  "
     button.click()
     assert "Type a prompt" in output.value
+
+
+def test_markdown_table_keeps_integers_whole_and_floats_rounded():
+    frame = pd.DataFrame({"wins": [140, 5], "win rate": [0.890625, float("nan")], "note": ["a|b", "c"]},
+                         index=pd.Index(["PPO", "SFT"], name="model"))
+    assert ev.markdown_table(frame).splitlines() == [
+        "| model | wins | win rate | note |", "|---|---:|---:|---:|",
+        "| PPO | 140 | 0.891 | a\\|b |", "| SFT | 5 | – | c |"]

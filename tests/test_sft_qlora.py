@@ -11,7 +11,7 @@ import dataclasses
 
 import pytest
 
-from rlhf_helpers import sft_full, sft_qlora
+from rlhf_helpers import judge, sft_full, sft_qlora
 from rlhf_helpers.core import base_model, chat, loading
 from rlhf_helpers.core.artifacts import MissingStageError
 
@@ -80,5 +80,10 @@ def test_comparison_table_from_both_reports(sft_profile, sft_prep, full_sft_run,
     assert table.loc["sft_qlora", "trainable params"] < table.loc["sft_full", "trainable params"]
     assert table.loc["base", "eval loss"] == full_sft_run.info["initial_eval_loss"]
     assert table["ROUGE-L"].between(0, 1).all()
+    # the gold judge's mean score of each model's answers, and step 0 of each run (the base, 4-bit for QLoRA)
+    gold = judge.gold_scores(list(heldout["prompt"]), answers["sft_qlora"])
+    assert table.loc["sft_qlora", "gold"] == pytest.approx(sum(gold) / len(gold))
+    assert table.loc["sft_qlora", "step-0 eval loss"] == qlora_run.info["initial_eval_loss"]
+    assert table.loc["sft_full", "step-0 eval loss"] == table.loc["base", "eval loss"]
     assert list(samples.columns) == ["prompt", "reference", "base", "sft_full", "sft_qlora"] and len(samples) == 3
     assert sft_profile.paths.result("sft_comparison.csv").exists() and sft_profile.paths.result("sft_samples.csv").exists()
