@@ -12,9 +12,10 @@ log-probs, text metrics, the held-out comparison of policies, plotting) that imp
 | 02 SFT, full | `sft_full.py` | `test_sft_full.py` |
 | 03 SFT, QLoRA | `sft_qlora.py` | `test_sft_qlora.py` |
 | 04 reward modelling | `reward.py` | `test_reward.py` |
-| 05 PPO | `ppo.py` (the algorithm, top to bottom); `ppo_runs.py` (callbacks, checkpoints, β sweep, course loader) | `test_ppo.py`, `test_ppo_runs.py` |
+| 05 PPO | `ppo.py` (the algorithm, top to bottom); `ppo_runs.py` (callbacks, checkpoints, β sweep, course loader); `overoptimization.py` (rise and fall, Gao et al.'s fit, the blind spot in numbers) | `test_ppo.py`, `test_ppo_runs.py`, `test_overoptimization.py` |
 | 06 evaluation | `evaluation.py` | `test_evaluation.py` |
 | `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
+| `make seeds` | `seeds.py` (notebooks 01-05 per seed, the spread of the headline numbers) | `test_seeds.py` |
 
 ``judge`` (the gold rubric) and ``course_dataset`` (the generator of ``data/``) serve the course data.
 ``import rlhf_helpers`` is cheap on purpose: no torch or transformers until a stage module or function needs them.
