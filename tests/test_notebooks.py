@@ -46,13 +46,23 @@ def test_course_notebook_executes(notebook: Path, course_paths: Paths):
 
 @pytest.mark.notebook
 def test_course_ppo_beats_sft_on_heldout_prompts(course_paths: Paths):
-    """The bar of the PPO stage on the tiny profile, read from notebook 05's table (it runs after the notebooks):
-    PPO gets a higher learned reward than SFT on the held-out prompts and wins >60% of them by the gold judge."""
+    """The bar of the PPO stage on the tiny profile, read from notebook 05's tables (it runs after the notebooks):
+    PPO gets a higher learned reward than SFT on the held-out prompts and, on the seen-task slice (the headline),
+    wins at least 3 prompts in 4 by the gold judge with an interval above 0.6 and a clear gold gain; the beta sweep
+    shows over-optimisation (the smallest beta's gold rises, then falls) and the largest beta stays near SFT."""
     import pandas as pd
 
     table = pd.read_csv(course_paths.result("ppo_vs_sft.csv"), index_col=0)
     sft, ppo = table.loc["SFT (full)"], table.loc["PPO"]
-    assert ppo["n"] == sft["n"] == 200
+    assert ppo["n"] == sft["n"] == 220
     assert ppo["reward_mean"] > sft["reward_mean"]
-    assert ppo["win_rate"] > 0.6 and ppo["win_low"] > 0.5, table[["win_rate", "win_low", "win_high"]]
     assert 0 < ppo["kl"] < 10  # it moved, on a leash
+    split = pd.read_csv(course_paths.result("ppo_vs_sft_by_split.csv")).set_index(["split", "model"])
+    seen = split.loc[("seen_task", "PPO")]
+    assert seen["n"] == 160 and seen["wins"] + seen["ties"] + seen["losses"] == 160
+    assert seen["win_rate"] >= 0.75 and seen["win_low"] > 0.6, seen
+    assert seen["judge_gain"] > 0.12, seen  # +0.155 / +0.193 / +0.166 for seeds 0 / 1 / 2 (make seeds)
+    over = pd.read_csv(course_paths.result("ppo_overoptimization.csv")).sort_values("beta")
+    low, high = over.iloc[0], over.iloc[-1]
+    assert low["rise"] >= 0.05 and low["fall"] >= 0.05 and low["proxy_end"] > low["proxy_peak"], low
+    assert high["kl_end"] < 3, high
