@@ -52,7 +52,7 @@ from statistics import mean, median
 from typing import Any
 
 from .. import judge
-from ..core.artifacts import write_text
+from ..core.artifacts import read_records, write_text
 from ..judge import TOPICS, gold_score
 
 # ---------------------------------------------------------------------------------------------
@@ -524,15 +524,11 @@ def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
     return "\n".join(out) + "\n"
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="ascii").splitlines()]
-
-
 def datasheet_tables(out_dir: Path | str) -> str:
     """The markdown of the datasheet's generated block (every table and number of ``<out_dir>/README.md``),
     computed from the ``.jsonl`` files in ``out_dir`` and their sizes on disk."""
     paths = {name: Path(out_dir) / f"{name}.jsonl" for name in FILES}
-    return _datasheet({name: _read_jsonl(p) for name, p in paths.items()},
+    return _datasheet({name: read_records(p) for name, p in paths.items()},
                       {name: p.stat().st_size for name, p in paths.items()})
 
 
@@ -554,6 +550,16 @@ def with_generated_block(text: str, tables: str) -> str:
     return text[:start] + "\n" + tables + text[end:]
 
 
+def _readme_texts(out_dir: Path, data: dict[str, list[dict]], texts: dict[str, str]) -> tuple[str, str] | None:
+    """``(current, wanted)`` text of ``<out_dir>/README.md`` for the records ``data`` written as ``texts`` (None when
+    there is no README; equal texts when it has no markers or its block is up to date)."""
+    readme = out_dir / README
+    if not readme.exists():
+        return None
+    old = readme.read_text(encoding="utf-8")
+    return old, with_generated_block(old, _datasheet(data, {name: len(texts[name]) for name in FILES}))
+
+
 def write(out_dir: Path | str, seed: int = 0, **sizes: int) -> dict[str, int]:
     """Generate the dataset and write ``<out_dir>/<name>.jsonl`` for each file. Returns record counts.
 
@@ -566,12 +572,9 @@ def write(out_dir: Path | str, seed: int = 0, **sizes: int) -> dict[str, int]:
     texts = {name: to_jsonl(data[name]) for name in FILES}
     for name in FILES:
         write_text(out_dir / f"{name}.jsonl", texts[name])  # atomic: temp file, then rename
-    readme = out_dir / README
-    if readme.exists():
-        old = readme.read_text(encoding="utf-8")
-        new = with_generated_block(old, _datasheet(data, {name: len(texts[name]) for name in FILES}))
-        if new != old:
-            write_text(readme, new)
+    readme = _readme_texts(out_dir, data, texts)
+    if readme is not None and readme[0] != readme[1]:
+        write_text(out_dir / README, readme[1])
     return {name: len(data[name]) for name in FILES}
 
 
@@ -585,11 +588,9 @@ def check(out_dir: Path | str, seed: int = 0, **sizes: int) -> list[str]:
     data = generate(seed, **sizes)
     texts = {name: to_jsonl(data[name]) for name in FILES}
     stale = [p.name for name, p in paths.items() if p.read_bytes() != texts[name].encode("ascii")]
-    readme = Path(out_dir) / README
-    if readme.exists():
-        old = readme.read_text(encoding="utf-8")
-        if with_generated_block(old, _datasheet(data, {name: len(texts[name]) for name in FILES})) != old:
-            stale.append(README)
+    readme = _readme_texts(Path(out_dir), data, texts)
+    if readme is not None and readme[0] != readme[1]:
+        stale.append(README)
     return stale
 
 
