@@ -41,7 +41,7 @@ def course_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
 
 
 @contextmanager
-def _environ(**values: str) -> Iterator[None]:
+def environ(**values: str) -> Iterator[None]:
     """Temporarily set environment variables (the kernel process inherits them)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -97,7 +97,7 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     try:
-        with _environ(**env):
+        with environ(**env):
             client.execute()
     except CellExecutionError as err:
         _write_notebook(nb, out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .core.artifacts import BETA_SWEEP_LOG, Paths, read_records, write_csv, write_text
 from .core.plots import save_figure
-from .runner import REPO_ROOT, run_course
+from .runner import REPO_ROOT, environ, run_course
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,21 +52,14 @@ def has_results(paths: Paths) -> bool:
 def run_seeds(seeds: Sequence[int] = SEEDS, root: Path | None = None) -> None:
     """Execute :data:`CORE_NOTEBOOKS` once per seed, each into :func:`seed_paths` (stops at the first failure).
     Seed 0 reuses the course's run when its results exist, else runs every notebook (as ``make course``)."""
-    old = os.environ.get("RLHF_SEED")
-    try:
-        for seed in seeds:
-            paths = seed_paths(seed, root)
-            if seed == 0 and has_results(paths):
-                print(f"[seeds] seed 0: the course's own run in {paths.root} (make course)", flush=True)
-                continue
-            print(f"[seeds] seed {seed}", flush=True)
-            os.environ["RLHF_SEED"] = str(seed)
+    for seed in seeds:
+        paths = seed_paths(seed, root)
+        if seed == 0 and has_results(paths):
+            print(f"[seeds] seed 0: the course's own run in {paths.root} (make course)", flush=True)
+            continue
+        print(f"[seeds] seed {seed}", flush=True)
+        with environ(RLHF_SEED=str(seed)):
             run_course("tiny", () if seed == 0 else CORE_NOTEBOOKS, paths)
-    finally:
-        if old is None:
-            os.environ.pop("RLHF_SEED", None)
-        else:
-            os.environ["RLHF_SEED"] = old
 
 
 def collect(paths: Paths) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Tests of rlhf_helpers.seeds: per-seed runs, the headline numbers they collect, the table and the README section."""
 
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -66,12 +67,12 @@ def test_write_seeds_tabulates_each_seed_with_mean_and_sd_and_fills_the_readme(t
 def test_run_seeds_runs_the_core_notebooks_once_per_seed_with_its_seed(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(seeds, "run_course", lambda profile, only, paths: calls.append(
-        (profile, tuple(only), paths.root, seeds.os.environ["RLHF_SEED"])))
+        (profile, tuple(only), paths.root, os.environ["RLHF_SEED"])))
     monkeypatch.setenv("RLHF_SEED", "7")
     seeds.run_seeds((0, 2), tmp_path)
     assert calls == [("tiny", (), tmp_path, "0"),  # no course run yet: seed 0 runs every notebook, in outputs/
                      ("tiny", seeds.CORE_NOTEBOOKS, tmp_path / "seeds" / "seed_2", "2")]
-    assert seeds.os.environ["RLHF_SEED"] == "7"  # restored
+    assert os.environ["RLHF_SEED"] == "7"  # restored
     calls.clear()
     _fake_run(seeds.seed_paths(0, tmp_path), win=0.8, gain=0.2)
     seeds.run_seeds((0, 1), tmp_path)
