@@ -51,7 +51,7 @@ import functools
 import math
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .core.loading import precision
 
@@ -205,6 +205,13 @@ STOPWORDS: frozenset[str] = frozenset("""
 """.split())
 
 TARGET_WORDS = (12, 50)  # the concise range: full marks between these word counts
+# How the criteria combine (the formulas of the module docstring; the datasheet prints them from here).
+WEIGHTS: dict[str, Any] = {
+    "content": {"on_topic": 0.5, "helpful": 0.5},
+    "style": {"polite": 0.50, "concise": 0.25, "non_repetitive": 0.25},
+    "total_floor": 0.3,  # total = content * (floor + (1 - floor) * style)
+    "polite": {"base": 0.25, "per_friendly": 0.375, "friendly_counted": 2, "per_gushing": 0.25, "per_rude": 0.5},
+}
 MAX_CHARS = 20_000  # longer text is cut before analysis (it scores ~0 on concise anyway)
 CRITERIA: tuple[str, ...] = ("on_topic", "helpful", "polite", "concise", "non_repetitive")
 
@@ -349,8 +356,9 @@ def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
     # polite: warmth. A curt answer (no friendly phrase) 0.25; each friendly phrase +0.375 (two count: an opener
     # and a closer); each one beyond two -0.25 (gushing: "Great question! Happy to help! Sure!" is flattery);
     # each rude phrase -0.5.
-    friendly = _hits(_POLITE, text)
-    polite = 0.25 + 0.375 * min(2, friendly) - 0.25 * max(0, friendly - 2) - 0.5 * _hits(_RUDE, text)
+    friendly, w = _hits(_POLITE, text), WEIGHTS["polite"]
+    polite = (w["base"] + w["per_friendly"] * min(w["friendly_counted"], friendly)
+              - w["per_gushing"] * max(0, friendly - w["friendly_counted"]) - w["per_rude"] * _hits(_RUDE, text))
 
     # concise: length in the target range, minus 15% per filler phrase (at most -70%).
     concise = _length_score(len(tokens)) * max(0.3, 1.0 - 0.15 * _hits(_FILLER, text))
@@ -363,9 +371,10 @@ def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
     scores = {"on_topic": on_topic, "helpful": helpful, "polite": polite, "concise": concise,
               "non_repetitive": non_repetitive}
     scores = {k: min(1.0, max(0.0, v)) for k, v in scores.items()}
-    content = 0.5 * scores["on_topic"] + 0.5 * scores["helpful"]
-    style = 0.50 * scores["polite"] + 0.25 * scores["concise"] + 0.25 * scores["non_repetitive"]
-    scores["total"] = content * (0.3 + 0.7 * style)
+    content = sum(v * scores[k] for k, v in WEIGHTS["content"].items())
+    style = sum(v * scores[k] for k, v in WEIGHTS["style"].items())
+    floor = WEIGHTS["total_floor"]
+    scores["total"] = content * (floor + (1 - floor) * style)
     return scores
 
 

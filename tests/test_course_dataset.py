@@ -354,8 +354,8 @@ def test_datasheet_tables_state_the_real_counts(data):
 
 
 def test_datasheet_rubric_weights_are_the_judges(data):
-    """The weights the datasheet prints recompute judge.gold_breakdown exactly."""
-    w, p = cd.JUDGE_WEIGHTS, cd.JUDGE_WEIGHTS["polite"]
+    """The weights the datasheet prints (judge.WEIGHTS) recompute judge.gold_breakdown exactly."""
+    w, p = judge.WEIGHTS, judge.WEIGHTS["polite"]
     texts = [(r["prompt"], r["response"]) for r in data["sft"][:600]]
     texts += [(r["prompt"], r[side]) for r in data["preferences"][:600] for side in ("chosen", "rejected")]
     texts += [("How do I cook rice?", "Happy to help! Great question! Sure! Rinse the rice. Good luck! Enjoy!")]

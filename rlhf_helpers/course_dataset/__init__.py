@@ -353,15 +353,6 @@ FAILURE_LOOKS: dict[str, str] = {
     "vague": f'(opener +) "{VAGUE_LINES[0]} {VAGUE_LINES[-1]}"',
     "too_short": "opener + a single tip",
 }
-# The gold judge's weights as the datasheet states them; a test recomputes judge.gold_breakdown with them.
-JUDGE_WEIGHTS: dict[str, Any] = {
-    "content": {"on_topic": 0.5, "helpful": 0.5},
-    "style": {"polite": 0.50, "concise": 0.25, "non_repetitive": 0.25},
-    "total_floor": 0.3,  # total = content * (floor + (1 - floor) * style)
-    "polite": {"base": 0.25, "per_friendly": 0.375, "friendly_counted": 2, "per_gushing": 0.25, "per_rude": 0.5},
-}
-
-
 def _words(text: str) -> int:
     """Words, split on spaces."""
     return len(text.split())
@@ -503,7 +494,7 @@ def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
         for t in TOPICS])
 
     # The rubric and the scale
-    w, p = JUDGE_WEIGHTS, JUDGE_WEIGHTS["polite"]
+    w, p = judge.WEIGHTS, judge.WEIGHTS["polite"]
     lo, hi = judge.TARGET_WORDS
     out += ["", "## The rubric's weights", "", "```text",
             "content = " + " + ".join(f"{v:g} {k}" for k, v in w["content"].items()),
