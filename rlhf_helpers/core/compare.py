@@ -126,11 +126,9 @@ class Evaluation:
         cfg = cfg or EvalConfig()
         base = self.runs.get(self.meta.get("reference", ""))
         rows = []
-        for split in dict.fromkeys(self.splits):
+        for split in dict.fromkeys(self.splits) if base is not None else ():
             idx = np.array([s == split for s in self.splits])
             for run in self.runs.values():
-                if base is None:
-                    continue
                 w = win_rate(run.judge[idx], base.judge[idx], cfg.bootstrap_samples, cfg.seed, cfg.ci_level)
                 rows.append({"split": split, "model": run.label, "n": int(idx.sum()),
                              "judge_mean": float(run.judge[idx].mean()),
