@@ -14,6 +14,7 @@ log-probs, text metrics, the held-out comparison of policies, plotting) that imp
 | 04 reward modelling | `reward.py` | `test_reward.py` |
 | 05 PPO | `ppo.py` (the algorithm, top to bottom); `ppo_runs.py` (callbacks, checkpoints, β sweep, course loader); `overoptimization.py` (rise and fall, Gao et al.'s fit, the blind spot in numbers) | `test_ppo.py`, `test_ppo_runs.py`, `test_overoptimization.py` |
 | 06 evaluation | `evaluation.py` | `test_evaluation.py` |
+| 07 beyond PPO | `beyond_ppo.py` (DPO, IPO, RLOO and GRPO with TRL's trainers, one evaluation, the frontier) | `test_beyond_ppo.py` |
 | `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
 | `make seeds` | `seeds.py` (notebooks 01-05 per seed, the spread of the headline numbers) | `test_seeds.py` |
 

@@ -22,6 +22,7 @@ from .core.artifacts import REPO_ROOT, Paths, write_text
 from .core.config import resolve_profile_name
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
+SUMMARIES = ("README.md", "beyond_ppo.md")  # results/ summaries the README's results section shows, in course order
 
 
 class NotebookFailed(RuntimeError):
@@ -124,12 +125,17 @@ def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Path
     write_text(paths.result("notebook_times.csv"), "\r\n".join(rows) + "\r\n")  # csv.writer's line ends
     timing = timing_table(runs)
     print("\n" + timing)
-    summary = paths.results / "README.md"
-    if summary.exists():
-        print("\n" + summary.read_text())
+    summary = course_summary(paths)
+    if summary:
+        print("\n" + summary)
         if paths.root.resolve() == (REPO_ROOT / "outputs").resolve() and not only:
-            update_readme(summary.read_text(), timing)
+            update_readme(summary, timing)
     return runs
+
+
+def course_summary(paths: Paths) -> str:
+    """The results summaries of :data:`SUMMARIES` that exist under ``paths.results``, in course order ("" if none)."""
+    return "\n\n".join(p.read_text().strip() for p in (paths.results / name for name in SUMMARIES) if p.exists())
 
 
 def timing_table(runs: Sequence[NotebookRun]) -> str:

@@ -9,7 +9,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from rlhf_helpers import runner
-from rlhf_helpers.core.artifacts import REPO_ROOT, Paths
+from rlhf_helpers.core.artifacts import REPO_ROOT, Paths, write_text
 from rlhf_helpers.runner import (
     README_END,
     README_START,
@@ -47,6 +47,15 @@ def test_update_readme_replaces_only_the_results_section(tmp_path):
     assert "\n### Results\n#### Rewards\n" in text  # nested under the README's own section heading
     assert text.startswith("intro\n") and text.endswith("after\n") and "old table" not in text
     assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text
+
+
+def test_course_summary_joins_the_notebooks_summaries_in_course_order(tmp_path):
+    paths = Paths(root=tmp_path)
+    assert runner.course_summary(paths) == ""
+    write_text(paths.result("beyond_ppo.md"), "# Beyond\n")
+    assert runner.course_summary(paths) == "# Beyond"
+    write_text(paths.result("README.md"), "# Results\n")
+    assert runner.course_summary(paths) == "# Results\n\n# Beyond"
 
 
 def test_an_empty_output_variable_never_overwrites_a_source_notebook(tmp_path, monkeypatch):

@@ -251,6 +251,31 @@ class EvalConfig:
 
 
 @dataclass
+class BeyondPPOConfig:
+    """Notebook 07: DPO, RLOO and GRPO from the SFT model (notebook 02), on notebook 05's prompts and pairs.
+
+    Each beta is one run and one point on the frontier of gold score against KL to SFT. TRL's names: ``beta`` is
+    DPO's temperature of the implicit reward and, for RLOO/GRPO, the KL coefficient (GRPO's default 0: no KL term).
+    """
+
+    dpo_betas: tuple[float, ...] = (0.1, 0.5)  # DPO (sigmoid loss) runs; small beta = a looser leash on SFT
+    ipo_beta: float = 0.5  # one run with the IPO loss (squared, bounded margin target 1 / (2 beta)); 0 = no IPO run
+    dpo_learning_rate: float = 2e-4  # tiny: Adam on a 1M-parameter model (gpt2-size: ~5e-7)
+    dpo_max_steps: int = 30  # tiny: 30 x 8 = 240 of the 3600 training pairs
+    dpo_batch_size: int = 8  # preference pairs per step
+    rloo_betas: tuple[float, ...] = (0.05,)  # RLOO runs (TRL's default 0.05): the KL enters the reward
+    grpo_betas: tuple[float, ...] = (0.0,)  # GRPO runs (TRL's default 0: no KL term at all)
+    online_learning_rate: float = 3e-5  # RLOO and GRPO; tiny: at 2e-4, 12 steps reach KL 30+ and the gold score falls
+    online_max_steps: int = 20  # optimizer steps of each RLOO / GRPO run (one fresh batch of samples each)
+    num_generations: int = 4  # answers sampled per prompt: the group RLOO's baseline and GRPO's normaliser use
+    prompts_per_step: int = 8  # prompts per step (x num_generations answers)
+    max_completion_length: int = 64  # as PPO's response_length: a full tiny answer fits
+    temperature: float = 0.7  # sampling temperature of RLOO/GRPO (as PPO's rollouts)
+    logging_steps: int = 5
+    seed: int = 0
+
+
+@dataclass
 class Profile:
     """One profile = one setting for every stage."""
 
@@ -263,6 +288,7 @@ class Profile:
     reward: RewardConfig = field(default_factory=RewardConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    beyond: BeyondPPOConfig = field(default_factory=BeyondPPOConfig)
     seed: int = 0
     paths: Paths = field(default_factory=Paths)
 
@@ -331,7 +357,7 @@ def resolve_profile_name(name: str | None = None) -> str:
     return chosen
 
 
-SEEDED = ("generation", "sft", "qlora", "reward", "ppo", "eval")  # the stage configs that have a ``seed``
+SEEDED = ("generation", "sft", "qlora", "reward", "ppo", "eval", "beyond")  # the stage configs that have a ``seed``
 
 
 def with_seed(profile: Profile, seed: int) -> Profile:

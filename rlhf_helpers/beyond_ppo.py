@@ -1,0 +1,421 @@
+"""Notebook 07: beyond PPO -- DPO, RLOO and GRPO from the same SFT model, on the same data, against one yardstick.
+
+* **DPO** (:func:`train_dpo`, TRL's ``DPOTrainer``): the course's preference pairs, no reward model, no sampling;
+  the sigmoid loss at each ``cfg.dpo_betas`` and the IPO loss at ``cfg.ipo_beta``.
+* **RLOO** and **GRPO** (:func:`train_online`, TRL's ``RLOOTrainer`` / ``GRPOTrainer``): sampled answers to
+  notebook 05's prompts, scored by notebook 04's learned reward model (the normalised scorer PPO uses, wrapped by
+  :func:`reward_function`) or by any reward source (a programmatic one too).
+* **One evaluation** (:func:`evaluate_methods`): every policy, PPO's from notebook 05 and SFT itself answer the
+  held-out prompts greedily; :func:`method_table` gives per method the gold win rate against SFT with its
+  interval, the gold and learned reward means, the KL to SFT (the same estimator for all), the answer length,
+  and the training's wall time and peak memory. :func:`plot_frontier` draws gold and proxy against KL.
+
+Each run is a :class:`MethodRun`: the trained policy (in memory: the notebook evaluates it right away), TRL's log
+history, seconds and peak memory. The table and the logs are written to ``outputs/results/`` (:func:`save_results`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .core import artifacts, loading
+from .core.compare import Evaluation, Policy, evaluate_policies
+from .core.config import BeyondPPOConfig, EvalConfig, Profile
+from .core.plots import color, legend_outside
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from datasets import Dataset
+    from matplotlib.figure import Figure
+
+RESULTS_FILE = "beyond_ppo.csv"
+LOGS_FILE = "beyond_ppo_logs.jsonl"
+SUMMARY_FILE = "beyond_ppo.md"
+METHODS = ("SFT", "PPO", "DPO", "IPO", "RLOO", "GRPO")  # the frontier's colours and the table's order
+
+
+@dataclass
+class MethodRun:
+    """One trained policy: ``method`` (DPO, IPO, RLOO, GRPO), its ``beta``, the model (eval mode), TRL's log
+    history (one dict per ``logging_steps``), wall seconds of training and peak memory (MB, see ``memory``)."""
+
+    method: str
+    beta: float
+    model: Any
+    history: list[dict[str, float]]
+    seconds: float
+    peak_memory_mb: float
+    memory: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} (beta={self.beta:g})"
+
+
+# ================================================================================================== data
+def preference_dataset(pairs: Dataset) -> Dataset:
+    """TRL's conversational preference format from the course's ``prompt``/``chosen``/``rejected`` strings: the
+    chat template then renders exactly the SFT format, eos included."""
+    from datasets import Dataset as HFDataset
+
+    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in pairs]
+    return HFDataset.from_list(rows)
+
+
+def prompt_dataset(prompts: Sequence[str]) -> Dataset:
+    """TRL's conversational prompt-only format (one user turn per prompt), for RLOO and GRPO."""
+    from datasets import Dataset as HFDataset
+
+    return HFDataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in prompts])
+
+
+def reward_function(source: Any, name: str = "reward_model") -> Callable[..., list[float]]:
+    """A TRL reward function (``prompts``, ``completions`` -> one float each) from a course reward source
+    (``score(prompts, responses) -> Tensor[B]``): the learned reward model, the gold judge, a programmatic reward.
+    TRL logs its mean as ``rewards/<name>/mean``."""
+
+    def reward(prompts: list[Any], completions: list[Any], **_: Any) -> list[float]:
+        texts = [p[-1]["content"] if isinstance(p, list) else p for p in prompts]
+        answers = [(c[-1]["content"] if isinstance(c, list) else c).strip() for c in completions]
+        return [float(x) for x in source.score(texts, answers)]
+
+    reward.__name__ = name
+    return reward
+
+
+# ================================================================================================ inputs
+@dataclass
+class Inputs:
+    """What notebook 07 takes from the earlier notebooks: the SFT policy and tokenizer (02), the preference pairs
+    and PPO's prompts (01), the learned reward (04), the judge, the held-out prompts, and PPO's policy with its
+    training seconds (05; None when notebook 05 has not run)."""
+
+    sft: Any
+    tokenizer: Any
+    pairs: Dataset
+    prompts: list[str]
+    reward_source: Any
+    judge: Any
+    heldout: Any
+    ppo: Any | None
+    ppo_seconds: float | None
+
+
+def load_inputs(profile: Profile) -> Inputs:
+    """Load :class:`Inputs`; a missing SFT, data or reward stage raises ``MissingStageError`` naming its notebook.
+    The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs (all that DPO's steps visit)."""
+    from . import data_prep, reward, sft_full
+    from .core.artifacts import PPO_LOG, MissingStageError, read_records
+    from .judge import load_judge
+    from .ppo_runs import load_ppo_policy
+
+    cfg = profile.beyond
+    prep = data_prep.load_prepared(profile)
+    model, tokenizer = sft_full.load_sft(profile, "sft_full")
+    train = prep.preferences["train"].shuffle(seed=cfg.seed)
+    pairs = train.select(range(min(len(train), cfg.dpo_max_steps * cfg.dpo_batch_size)))
+    prompts = list(dict.fromkeys(prep.preferences["train"]["prompt"]))  # PPO's prompts (ppo_runs.load_course_stages)
+    try:
+        path = profile.paths.finished("ppo")
+        with loading.quiet_transformers():
+            ppo = load_ppo_policy(path).eval()
+        ppo_seconds = sum(r.get("time/update_s", 0.0) for r in read_records(path / PPO_LOG))
+    except MissingStageError as err:
+        print(f"PPO: skipped -- {err}")
+        ppo, ppo_seconds = None, None
+    return Inputs(model, tokenizer, pairs, prompts, reward.load_reward_source(profile), load_judge(profile),
+                  data_prep.heldout(profile), ppo, ppo_seconds)
+
+
+# ============================================================================================== training
+def _common_args(cfg: BeyondPPOConfig, output_dir: Path, progress: bool) -> dict[str, Any]:
+    """The TrainingArguments every run shares: precision per :func:`loading.precision`, no checkpoints, no
+    reports, dropout off, no activation checkpointing (TRL's default is on: ~60% slower on tiny models)."""
+    flags = loading.precision().trainer_flags()
+    return dict(output_dir=str(output_dir), logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+                gradient_checkpointing=False, disable_dropout=True, seed=cfg.seed, data_seed=cfg.seed,
+                disable_tqdm=not progress, lr_scheduler_type="constant", **flags)
+
+
+def _timed_train(trainer: Any) -> tuple[float, float, str]:
+    """Train; return (seconds, peak memory MB, what the memory figure measures)."""
+    from .sft_full import PeakMemory
+
+    start = time.perf_counter()
+    with PeakMemory() as memory:
+        trainer.train()
+    return time.perf_counter() - start, memory.peak_mb, memory.measure
+
+
+def train_dpo(profile: Profile, inputs: Inputs, beta: float, loss_type: str = "sigmoid",
+              progress: bool = True) -> MethodRun:
+    """DPO (``loss_type="sigmoid"``) or IPO (``"ipo"``) from a copy of the SFT policy, against another, frozen copy
+    (the reference), on ``inputs.pairs``: ``cfg.dpo_max_steps`` steps of ``cfg.dpo_batch_size`` pairs."""
+    from trl import DPOConfig, DPOTrainer
+
+    cfg = profile.beyond
+    model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        args = DPOConfig(**_common_args(cfg, Path(tmp), progress), beta=beta, loss_type=[loss_type],
+                         learning_rate=cfg.dpo_learning_rate, max_steps=cfg.dpo_max_steps,
+                         per_device_train_batch_size=cfg.dpo_batch_size, max_length=profile.sft.max_length)
+        with loading.quiet_datasets():
+            trainer = DPOTrainer(model=model, ref_model=loading.frozen_copy(inputs.sft), args=args, train_dataset=preference_dataset(inputs.pairs),
+                                 processing_class=inputs.tokenizer)
+        seconds, peak, measure = _timed_train(trainer)
+    method = "IPO" if loss_type == "ipo" else "DPO"
+    return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
+
+
+def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, reward_source: Any | None = None,
+                 progress: bool = True) -> MethodRun:
+    """RLOO or GRPO (``method``) from a copy of the SFT policy on PPO's prompts, rewarded by ``reward_source``
+    (default: the learned reward model, normalised, as PPO): ``cfg.online_max_steps`` steps, each on
+    ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. With ``beta > 0`` TRL loads the reference
+    again from the checkpoint the SFT policy came from (``config._name_or_path``): a policy built in memory has none
+    (``ValueError``)."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    classes = {"RLOO": (RLOOConfig, RLOOTrainer), "GRPO": (GRPOConfig, GRPOTrainer)}
+    if method not in classes:
+        raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
+    config_class, trainer_class = classes[method]
+    if beta > 0 and not inputs.sft.config._name_or_path:
+        raise ValueError(f"{method} with beta={beta} needs a reference, which TRL loads from the SFT policy's checkpoint; "
+                         "this policy was not loaded from one (save_pretrained it and load it from there)")
+    cfg = profile.beyond
+    model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
+    source = inputs.reward_source if reward_source is None else reward_source
+    batch = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
+    with tempfile.TemporaryDirectory() as tmp:
+        args = config_class(**_common_args(cfg, Path(tmp), progress), beta=beta,
+                            learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
+                            per_device_train_batch_size=batch, num_generations=cfg.num_generations,
+                            max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
+        with loading.quiet_datasets():
+            trainer = trainer_class(model=model, reward_funcs=reward_function(source), args=args,
+                                    train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer)
+        seconds, peak, measure = _timed_train(trainer)
+    return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
+
+
+def _logs(trainer: Any) -> list[dict[str, float]]:
+    """TRL's log history without the final summary record."""
+    return [r for r in trainer.state.log_history if "train_runtime" not in r]
+
+
+SUMMARY_KEYS = ("rewards/margins", "rewards/accuracies", "reward", "kl", "completions/mean_length")
+
+
+def training_summary(runs: Sequence[MethodRun]) -> pd.DataFrame:
+    """Per run: seconds, peak memory, and each of TRL's :data:`SUMMARY_KEYS` it logged, at its first and last
+    logged step (``"reward first"``, ``"reward last"``...; NaN where the trainer does not log the key)."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        row: dict[str, Any] = {"run": run.label, "seconds": run.seconds, "peak memory MB": run.peak_memory_mb}
+        for key in SUMMARY_KEYS:
+            values = [h[key] for h in run.history if key in h]
+            row[f"{key} first"] = values[0] if values else math.nan
+            row[f"{key} last"] = values[-1] if values else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("run").dropna(axis=1, how="all")
+
+
+# ============================================================================================ evaluation
+def evaluate_methods(profile: Profile, inputs: Inputs, runs: Sequence[MethodRun], progress: bool = True) -> Evaluation:
+    """SFT (the reference), PPO (when notebook 05 has run) and every run answer the held-out prompts (greedy);
+    one :func:`~rlhf_helpers.core.compare.evaluate_policies` measures them all, KL to SFT included."""
+    tok = inputs.tokenizer
+    policies = {"sft_full": Policy("sft_full", "SFT", inputs.sft, tok)}
+    if inputs.ppo is not None:
+        policies["ppo"] = Policy("ppo", "PPO", inputs.ppo, tok)
+    for run in runs:
+        policies[run.label] = Policy(run.label, run.label, run.model, tok)
+    cfg = dataclasses.replace(profile.eval, reference_policy="sft_full")
+    held = inputs.heldout
+    return evaluate_policies(policies, held.prompts, held.references, inputs.reward_source, inputs.judge, cfg,
+                             topics=held.topics, gen_base=profile.generation, progress=progress, splits=held.splits)
+
+
+def _interval(name: str, values: np.ndarray, level: float) -> dict[str, float]:
+    """``{name_low, name_high}``: the normal-approximation interval of the mean, mean -/+ z * sd / sqrt(n)."""
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    half = z * float(np.std(values, ddof=1)) / math.sqrt(len(values)) if len(values) > 1 else math.nan
+    return {f"{name}_low": float(np.mean(values)) - half, f"{name}_high": float(np.mean(values)) + half}
+
+
+def method_table(ev: Evaluation, runs: Sequence[MethodRun], ppo_seconds: float | None = None,
+                 split: str | None = None) -> pd.DataFrame:
+    """One row per policy: method, beta, gold mean with its 95% interval, win rate against SFT (wins / ties /
+    losses, interval), learned reward mean with its interval, KL to SFT (k1 on the greedy answers), words per
+    answer, training seconds and peak memory. ``split`` (e.g. ``"seen_task"``, the headline slice) restricts the
+    gold, reward and win columns to that slice of the prompts; the KL and lengths are over all prompts."""
+    import pandas as pd
+
+    by_label = {r.label: r for r in runs}
+    cfg = EvalConfig(bootstrap_samples=ev.meta["bootstrap_samples"], seed=ev.meta["seed"], ci_level=ev.meta["ci_level"])
+    slices = ev.by_split(cfg).set_index(["split", "model"]) if split else None
+    idx = np.array([s == split for s in ev.splits]) if split else np.ones(len(ev.prompts), bool)
+    rows = []
+    for run in ev.runs.values():
+        row, trained = ev.results.loc[run.label], by_label.get(run.label)
+        method = trained.method if trained else run.label
+        win = row if slices is None else slices.loc[(split, run.label)]
+        reward = run.reward[idx] if run.reward is not None else np.full(int(idx.sum()), math.nan)
+        seconds = trained.seconds if trained else (ppo_seconds if method == "PPO" else math.nan)
+        rows.append({"method": method, "policy": run.label, "beta": trained.beta if trained else math.nan,
+                     "gold": float(run.judge[idx].mean()), **_interval("gold", run.judge[idx], cfg.ci_level),
+                     **{k: win[k] for k in ("win_rate", "win_low", "win_high", "wins", "ties", "losses")},
+                     "reward": float(np.mean(reward)), **_interval("reward", reward, cfg.ci_level),
+                     "kl": row["kl"], "words": row["words_mean"], "train_seconds": seconds,
+                     "peak_memory_mb": trained.peak_memory_mb if trained else math.nan})
+    return pd.DataFrame(rows).set_index("policy")
+
+
+SUMMARY_COLUMNS = ("method", "beta", "gold", "gold_low", "gold_high", "win_rate", "win_low", "win_high", "wins", "ties",
+                   "losses", "reward", "kl", "words", "train_seconds", "peak_memory_mb")
+
+
+def save_results(table: pd.DataFrame, runs: Sequence[MethodRun], paths: artifacts.Paths,
+                 overall: pd.DataFrame | None = None) -> list[Path]:
+    """Write, atomically: ``beyond_ppo.csv`` (the table), ``beyond_ppo_logs.jsonl`` (every run's TRL log, one
+    record per logged step with its method and beta) and ``beyond_ppo.md`` (the table and its :func:`reading`, which
+    ``make course`` puts into the README)."""
+    from .evaluation import markdown_table
+
+    records = [{"method": r.method, "beta": r.beta, **entry} for r in runs for entry in r.history]
+    out, logs, summary = paths.result(RESULTS_FILE), paths.result(LOGS_FILE), paths.result(SUMMARY_FILE)
+    artifacts.write_csv(table, out)
+    artifacts.write_jsonl(records, logs)
+    text = ["# Beyond PPO: DPO, IPO, RLOO and GRPO (notebook 07)", "",
+            "_Generated by `notebooks/07_beyond_ppo.ipynb` (`rlhf_helpers.beyond_ppo.save_results`)._ Gold, reward and "
+            "win columns on the seen-task slice; KL (k1, nats per answer) and words over all held-out prompts; "
+            "training wall time in seconds and peak memory growth in MB.", "",
+            markdown_table(table[list(SUMMARY_COLUMNS)]), "", reading(table, overall), "",
+            "![gold and learned reward against KL to SFT](../plots/beyond_frontier.png)", ""]
+    artifacts.write_text(summary, "\n".join(text))
+    return [out, logs, summary]
+
+
+def reading(table: pd.DataFrame, overall: pd.DataFrame | None = None) -> str:
+    """This run's reading of the :func:`method_table` (seen-task slice; ``overall``: the same over every held-out
+    prompt), in sentences generated from the numbers: the best policy of each method, which ones beat SFT with the
+    interval above 0.5, the highest gold, the smallest KL among the winners and the fastest."""
+    trained = table[table.method != "SFT"]
+    lines = []
+    for method in [m for m in METHODS if m in set(trained.method)]:
+        part = trained[trained.method == method]
+        best = part.gold.idxmax()
+        r = part.loc[best]
+        verdict = "beats SFT" if r.win_low > 0.5 else "does not clearly beat SFT"
+        all_prompts = f"; {overall.loc[best, 'win_rate']:.3f} on all held-out prompts" if overall is not None else ""
+        lines.append(f"- {best}: gold {r.gold:.3f} [{r.gold_low:.3f}, {r.gold_high:.3f}], win rate {r.win_rate:.3f} "
+                     f"[{r.win_low:.3f}, {r.win_high:.3f}] ({int(r.wins)}/{int(r.ties)}/{int(r.losses)} "
+                     f"wins/ties/losses){all_prompts}, KL {r.kl:.2f}, {r.train_seconds:.0f} s: {verdict}.")
+    winners = trained[trained.win_low > 0.5]
+    top = trained.gold.idxmax()
+    lines.append(f"Highest gold score: {top} ({trained.loc[top, 'gold']:.3f}, SFT "
+                 f"{table[table.method == 'SFT'].gold.iloc[0]:.3f}).")
+    if len(winners):
+        near = winners.kl.idxmin()
+        fast = winners.train_seconds.idxmin()
+        lines.append(f"Of the {len(winners)} policies that beat SFT, {near} moved least (KL {winners.loc[near, 'kl']:.2f}) "
+                     f"and {fast} trained fastest ({winners.loc[fast, 'train_seconds']:.0f} s).")
+    return "\n".join(lines)
+
+
+# ================================================================================================= plots
+def _judge_label(judge_name: str) -> str:
+    return "gold" if judge_name == "gold judge" else judge_name
+
+
+def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: str = "held-out prompts") -> Figure:
+    """Gold (left) and learned reward (right) on ``prompts`` against KL to SFT: one point per policy with its 95%
+    interval, one colour per method -- the reward-KL frontier of the DPO paper (Rafailov et al., 2023, fig. 2)."""
+    import matplotlib.pyplot as plt
+
+    judge_label = _judge_label(judge_name)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (col, name) in zip(axes, ((("gold", f"{judge_label} score (mean)")), ("reward", "learned reward (mean)")),
+                               strict=True):
+        for method in [m for m in METHODS if m in set(table.method)]:
+            part = table[table.method == method]
+            kl = part.kl.fillna(0.0)
+            err = np.vstack([part[col] - part[f"{col}_low"], part[f"{col}_high"] - part[col]])
+            ax.errorbar(kl, part[col], yerr=err, fmt="o", color=color(METHODS.index(method)), capsize=3,
+                        label=method, markersize=7)
+            for x, y, beta in zip(kl, part[col], part.beta, strict=True):
+                if not math.isnan(beta):
+                    ax.annotate(f"β={beta:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        ax.set_xlabel("KL to SFT on its own greedy answers (nats per answer)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].set_title(f"{judge_label} score against KL to SFT\n({prompts})")
+    axes[1].set_title(f"learned reward (the proxy) against KL to SFT\n({prompts})")
+    legend_outside(axes[1])
+    fig.tight_layout()
+    return fig
+
+
+def plot_time(table: pd.DataFrame, judge_name: str = "gold judge") -> Figure:
+    """Gold score against training wall time (log scale), one colour per method."""
+    import matplotlib.pyplot as plt
+
+    judge_label = _judge_label(judge_name)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    timed = table.dropna(subset=["train_seconds"])
+    for method in [m for m in METHODS if m in set(timed.method)]:
+        part = timed[timed.method == method]
+        err = np.vstack([part.gold - part.gold_low, part.gold_high - part.gold])
+        ax.errorbar(part.train_seconds, part.gold, yerr=err, fmt="o", capsize=3, markersize=7,
+                    color=color(METHODS.index(method)), label=method)
+    sft = table[table.method == "SFT"]
+    if len(sft):
+        ax.axhline(float(sft.gold.iloc[0]), color=color(0), linestyle="--", label="SFT (start)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training wall time (s, log scale)")
+    ax.set_ylabel(f"{judge_label} score (mean)")
+    ax.set_title(f"{judge_label} score against training time")
+    ax.grid(alpha=0.3)
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_dpo_training(runs: Sequence[MethodRun]) -> Figure:
+    """DPO/IPO runs: implicit reward margin (``rewards/margins``) and pair accuracy (``rewards/accuracies``) on
+    the training batches, per logged step."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, run in enumerate(r for r in runs if r.method in ("DPO", "IPO")):
+        logged = [h for h in run.history if "rewards/margins" in h]
+        steps = [h["step"] for h in logged]
+        axes[0].plot(steps, [h["rewards/margins"] for h in logged], marker="o", color=color(i + 2), label=run.label)
+        axes[1].plot(steps, [h["rewards/accuracies"] for h in logged], marker="o", color=color(i + 2),
+                     label=run.label)
+    axes[0].set_ylabel("implicit reward margin\nβ·(log-ratio chosen − rejected)")
+    axes[1].set_ylabel("pairs ordered right")
+    for ax, key in zip(axes, ("rewards/margins", "rewards/accuracies"), strict=True):
+        ax.set_xlabel("step")
+        ax.set_title(key, fontsize=9)
+        ax.grid(alpha=0.3)
+    legend_outside(axes[1])
+    fig.tight_layout()
+    return fig
+

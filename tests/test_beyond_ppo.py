@@ -1,0 +1,152 @@
+"""Notebook 07's module (rlhf_helpers.beyond_ppo): the data formats TRL gets, the reward function, short DPO / IPO /
+RLOO / GRPO runs through TRL's trainers on a tiny model (the SFT policy itself is left untouched), and the method
+table, its reading and its files on a real evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_helpers import beyond_ppo
+from rlhf_helpers.core import chat
+from rlhf_helpers.core.artifacts import Paths, read_records
+from rlhf_helpers.core.config import EvalConfig, GenerationConfig, get_profile
+from rlhf_helpers.data_prep import Heldout
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
+
+PROMPTS = ["How do I cook pasta?", "Tell me about soil.", "What is a comet?", "Why water the garden?"]
+PAIRS = [{"prompt": p, "chosen": "Happy to help! Use fresh salt and water.", "rejected": "No."} for p in PROMPTS]
+
+
+class WordReward:
+    """A stand-in reward source: more words score higher; remembers what it was asked."""
+
+    name = "words"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], list[str]]] = []
+
+    def score(self, prompts, responses):
+        self.calls.append((list(prompts), list(responses)))
+        return torch.tensor([len(r.split()) / 10 for r in responses], dtype=torch.float32)
+
+
+@pytest.fixture
+def profile(tmp_path):
+    beyond = dataclasses.replace(get_profile("tiny").beyond, dpo_betas=(0.1,), dpo_max_steps=2, dpo_batch_size=2,
+                                 online_max_steps=2, prompts_per_step=2, num_generations=2,
+                                 max_completion_length=6, logging_steps=1, online_learning_rate=1e-2)
+    return get_profile("tiny", paths=Paths(root=tmp_path), beyond=beyond,
+                       eval=EvalConfig(max_new_tokens=6, batch_size=4, bootstrap_samples=200),
+                       generation=GenerationConfig(max_new_tokens=6, batch_size=4))
+
+
+@pytest.fixture
+def inputs(tiny_tokenizer, make_tiny_model, tmp_path):
+    """The SFT policy is saved and loaded back, as the course loads notebook 02's: TRL reloads RLOO's reference
+    from that path."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    make_tiny_model(seed=0).save_pretrained(tmp_path / "sft")
+    sft = AutoModelForCausalLM.from_pretrained(tmp_path / "sft").eval()
+    held = Heldout(PROMPTS, ["Use salt."] * 4, ["cooking"] * 4, ["seen_task", "seen_task", "unseen_task", "seen_task"])
+    return beyond_ppo.Inputs(sft, tiny_tokenizer, Dataset.from_list(PAIRS), PROMPTS, WordReward(),
+                             WordReward(), held, make_tiny_model(seed=1), 12.5)
+
+
+def test_preference_data_renders_in_the_course_chat_format(tiny_tokenizer):
+    from datasets import Dataset
+
+    row = beyond_ppo.preference_dataset(Dataset.from_list(PAIRS[:1]))[0]
+    rendered = tiny_tokenizer.apply_chat_template(row["prompt"] + row["chosen"], tokenize=False)
+    assert rendered == chat.format_example(tiny_tokenizer, PAIRS[0]["prompt"], PAIRS[0]["chosen"])
+    prompt = beyond_ppo.prompt_dataset(PROMPTS)[1]["prompt"]
+    assert tiny_tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True) == \
+        chat.format_prompt(tiny_tokenizer, PROMPTS[1])
+
+
+def test_reward_function_passes_the_raw_prompt_and_the_stripped_answer():
+    source = WordReward()
+    reward = beyond_ppo.reward_function(source, name="rm")
+    conversational = reward([[{"role": "user", "content": "Q?"}]], [[{"role": "assistant", "content": " a b c "}]])
+    plain = reward(["Q?"], ["one two"])
+    assert reward.__name__ == "rm"
+    assert conversational == pytest.approx([0.3]) and plain == pytest.approx([0.2])
+    assert source.calls[0] == (["Q?"], ["a b c"])
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_dpo_and_ipo_train_a_copy_and_log_the_implicit_rewards(profile, inputs):
+    before = _weights(inputs.sft)
+    runs = [beyond_ppo.train_dpo(profile, inputs, 0.1, progress=False),
+            beyond_ppo.train_dpo(profile, inputs, 0.5, loss_type="ipo", progress=False)]
+    assert [r.label for r in runs] == ["DPO (beta=0.1)", "IPO (beta=0.5)"]
+    for run in runs:
+        assert [h["step"] for h in run.history] == [1, 2]
+        assert {"rewards/margins", "rewards/accuracies", "loss"} <= set(run.history[-1])
+        assert run.seconds > 0 and not run.model.training
+        assert any(not torch.equal(v, run.model.state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, inputs.sft.state_dict()[k]) for k, v in before.items())  # SFT itself untouched
+
+
+def test_rloo_and_grpo_sample_groups_scored_by_the_reward_source(profile, inputs):
+    before = _weights(inputs.sft)
+    source = WordReward()
+    runs = [beyond_ppo.train_online(profile, "RLOO", inputs, 0.05, reward_source=source, progress=False),
+            beyond_ppo.train_online(profile, "GRPO", inputs, 0.0, progress=False)]
+    assert [r.label for r in runs] == ["RLOO (beta=0.05)", "GRPO (beta=0)"]
+    # 2 steps x 2 prompts x 2 answers each, all scored by the source given (the default, inputs', for GRPO)
+    assert sum(len(answers) for _, answers in source.calls) == 8
+    assert all(p in PROMPTS for prompts, _ in source.calls for p in prompts)
+    assert inputs.reward_source.calls
+    assert "kl" in runs[0].history[-1] and "kl" not in runs[1].history[-1]  # GRPO at beta = 0: no KL term
+    assert "rewards/reward_model/mean" in runs[1].history[-1]
+    assert all(torch.equal(v, inputs.sft.state_dict()[k]) for k, v in before.items())
+    with pytest.raises(ValueError, match="RLOO"):
+        beyond_ppo.train_online(profile, "PPO", inputs, 0.1)
+    in_memory = dataclasses.replace(inputs, sft=inputs.ppo)  # built in memory: no checkpoint to reload
+    with pytest.raises(ValueError, match="checkpoint"):
+        beyond_ppo.train_online(profile, "RLOO", in_memory, 0.05)
+
+
+def _run(model, method, beta, seconds):
+    return beyond_ppo.MethodRun(method, beta, model, [{"step": 1, "rewards/margins": 0.5, "rewards/accuracies": 1.0}], seconds, 10.0, "CPU")
+
+
+def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
+    runs = [_run(make_tiny_model(seed=2), "DPO", 0.1, 3.0), _run(inputs.sft, "GRPO", 0.0, 5.0)]
+    ev = beyond_ppo.evaluate_methods(profile, inputs, runs, progress=False)
+    table = beyond_ppo.method_table(ev, runs, inputs.ppo_seconds, split="seen_task")
+    overall = beyond_ppo.method_table(ev, runs, inputs.ppo_seconds)
+    assert list(table.index) == ["SFT", "PPO", "DPO (beta=0.1)", "GRPO (beta=0)"]
+    assert list(table.method) == ["SFT", "PPO", "DPO", "GRPO"]
+    seen = np.array(ev.splits) == "seen_task"
+    dpo = ev.runs["DPO (beta=0.1)"]
+    assert table.loc["DPO (beta=0.1)", "gold"] == pytest.approx(dpo.judge[seen].mean())
+    assert overall.loc["DPO (beta=0.1)", "gold"] == pytest.approx(dpo.judge.mean())
+    assert table.loc["DPO (beta=0.1)", ["wins", "ties", "losses"]].sum() == seen.sum() == 3
+    assert table.loc["SFT", "kl"] == 0 and table.loc["GRPO (beta=0)", "kl"] == pytest.approx(0, abs=1e-6)
+    assert table.loc["DPO (beta=0.1)", "kl"] > 0
+    assert table.loc["PPO", "train_seconds"] == 12.5 and math.isnan(table.loc["SFT", "train_seconds"])
+    for col in ("gold", "reward"):
+        assert (table[f"{col}_low"] <= table[col]).all() and (table[col] <= table[f"{col}_high"]).all()
+    text = beyond_ppo.reading(table, overall)
+    assert f"gold {table.loc['DPO (beta=0.1)', 'gold']:.3f}" in text and "GRPO (beta=0)" in text
+    paths = beyond_ppo.save_results(table, runs, profile.paths, overall)
+    logs = read_records(paths[1])
+    assert text in paths[2].read_text() and "| DPO (beta=0.1) | DPO |" in paths[2].read_text()
+    assert [(r["method"], r["step"]) for r in logs] == [("DPO", 1), ("GRPO", 1)]
+    import pandas as pd
+
+    saved = pd.read_csv(paths[0], index_col=0)
+    assert list(saved.index) == list(table.index)
+    assert beyond_ppo.plot_frontier(table) and beyond_ppo.plot_time(table) and beyond_ppo.plot_dpo_training(runs)
