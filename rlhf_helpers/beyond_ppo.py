@@ -139,10 +139,11 @@ def load_inputs(profile: Profile) -> Inputs:
 
 
 # ============================================================================================== training
-def _common_args(cfg: BeyondPPOConfig, output_dir: Path, progress: bool) -> dict[str, Any]:
-    """The TrainingArguments every run shares: precision per :func:`loading.precision`, no checkpoints, no
-    reports, dropout off, no activation checkpointing (TRL's default is on: ~60% slower on tiny models)."""
-    flags = loading.precision().trainer_flags()
+def _common_args(cfg: BeyondPPOConfig, output_dir: Path, progress: bool, model_type: str) -> dict[str, Any]:
+    """The TrainingArguments every run shares: precision per :func:`loading.precision` (for the policy's model
+    type), no checkpoints, no reports, dropout off, no activation checkpointing (TRL's default is on: ~60% slower
+    on tiny models)."""
+    flags = loading.precision(model_type).trainer_flags()
     return dict(output_dir=str(output_dir), logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
                 gradient_checkpointing=False, disable_dropout=True, seed=cfg.seed, data_seed=cfg.seed,
                 disable_tqdm=not progress, lr_scheduler_type="constant", **flags)
@@ -167,7 +168,7 @@ def train_dpo(profile: Profile, inputs: Inputs, beta: float, loss_type: str = "s
     cfg = profile.beyond
     model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
     with tempfile.TemporaryDirectory() as tmp:
-        args = DPOConfig(**_common_args(cfg, Path(tmp), progress), beta=beta, loss_type=[loss_type],
+        args = DPOConfig(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta, loss_type=[loss_type],
                          learning_rate=cfg.dpo_learning_rate, max_steps=cfg.dpo_max_steps,
                          per_device_train_batch_size=cfg.dpo_batch_size, max_length=profile.sft.max_length)
         with loading.quiet_datasets():
@@ -199,7 +200,7 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
     source = inputs.reward_source if reward_source is None else reward_source
     batch = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
     with tempfile.TemporaryDirectory() as tmp:
-        args = config_class(**_common_args(cfg, Path(tmp), progress), beta=beta,
+        args = config_class(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta,
                             learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
                             per_device_train_batch_size=batch, num_generations=cfg.num_generations,
                             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)

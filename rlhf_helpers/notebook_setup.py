@@ -8,6 +8,7 @@ import os
 import platform
 
 from .core.config import Profile, get_profile
+from .core.loading import precision
 
 TINY_THREADS = 2  # torch threads of the tiny profile (fewer where the machine has fewer): the course's runs use 2
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "evaluate")
@@ -61,6 +62,7 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
         versions = library_versions()
         print(f"profile : {prof.name}   (set RLHF_PROFILE=tiny|colab|cpu to change)")
         print(f"device  : {device_name()}   (torch threads: {torch.get_num_threads()})")
+        print(f"precision: {precision().reason}   (per model family where it matters: core.loading.precision)")
         print(f"seed    : {prof.seed}   (set RLHF_SEED to change; `make seeds` runs 0, 1 and 2)")
         print(f"outputs : {prof.paths.root}")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

@@ -438,7 +438,8 @@ class PPOTrainerLite:
         self.extra_metrics = dict(extra_metrics or {})
         self.callbacks = [cb if isinstance(cb, Callback) else _FunctionCallback(cb) for cb in callbacks or []]
         self.progress = progress
-        self.accelerator = make_accelerator(cfg.mixed_precision, cfg.gradient_accumulation_steps)
+        self.accelerator = make_accelerator(cfg.mixed_precision, cfg.gradient_accumulation_steps,
+                                            policy.config.model_type)
         device = self.accelerator.device
 
         if cfg.use_lora and not is_peft(policy):

@@ -376,7 +376,8 @@ def build_trainer(
     if margin and "margin" not in train.column_names:
         raise ValueError("use_margin=True needs a 'margin' column (reward.add_gold_margins adds one)")
     args = TrlRewardConfig(
-        **loading.trainer_kwargs(cfg, output_dir or tempfile.mkdtemp(prefix="reward-trainer-"), progress),
+        **loading.trainer_kwargs(cfg, output_dir or tempfile.mkdtemp(prefix="reward-trainer-"), progress,
+                                 model.config.model_type),
         center_rewards_coefficient=cfg.center_rewards_coefficient,
         eval_strategy="steps" if eval_pairs is not None else "no",
     )

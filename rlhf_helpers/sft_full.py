@@ -81,18 +81,21 @@ def to_conversational(ds: Dataset) -> Dataset:
 
 
 # =================================================================================== training arguments
-def training_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def training_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True,
+                    model_type: str | None = None) -> dict[str, Any]:
     """Keyword arguments of ``trl.SFTConfig`` for one run (see :func:`build_training_args`): the course's shared
     trainer settings (:func:`rlhf_helpers.core.loading.trainer_kwargs`: schedule, precision, optimizer, no
     intermediate checkpoints) plus the response-only loss (``assistant_only_loss``) and a periodic eval loss."""
-    return {**loading.trainer_kwargs(cfg, output_dir, progress), "assistant_only_loss": True, "eval_strategy": "steps"}
+    return {**loading.trainer_kwargs(cfg, output_dir, progress, model_type), "assistant_only_loss": True,
+            "eval_strategy": "steps"}
 
 
-def build_training_args(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True):
+def build_training_args(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True,
+                        model_type: str | None = None):
     """``trl.SFTConfig`` (TRL's TrainingArguments) for one run, from :func:`training_kwargs`."""
     from trl import SFTConfig as TrlSFTConfig
 
-    return TrlSFTConfig(**training_kwargs(cfg, output_dir, progress))
+    return TrlSFTConfig(**training_kwargs(cfg, output_dir, progress, model_type))
 
 
 # ============================================================================================ measuring
@@ -226,7 +229,7 @@ def build_trainer(model: Any, tokenizer: Any, cfg: TrainSchedule, train: Dataset
     """
     from trl import SFTTrainer
 
-    args = build_training_args(cfg, output_dir, progress)
+    args = build_training_args(cfg, output_dir, progress, model.config.model_type)
     with loading.quiet_datasets():
         return SFTTrainer(model=model, args=args, train_dataset=to_conversational(train),
                           eval_dataset=to_conversational(eval), processing_class=tokenizer,

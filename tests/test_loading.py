@@ -77,6 +77,10 @@ def test_load_4bit_falls_back_with_a_warning(saved_tiny_model, monkeypatch, caps
     assert not getattr(plain, "is_loaded_in_4bit", False)
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in plain.modules())
     assert loading.parameter_counts(plain) == loading.parameter_counts(model)
+    # any other failure of the 4-bit load is an error, not a silent full-precision model
+    monkeypatch.undo()
+    with pytest.raises(OSError):
+        loading.load_4bit(path.parent / "no-such-model", QLoRAConfig(), device="cpu")
     # load_in_4bit=False (the cpu profile) loads the plain model without a warning
     loading.load_4bit(path, QLoRAConfig(load_in_4bit=False), device="cpu")
     assert capsys.readouterr().out == ""
@@ -106,13 +110,32 @@ def test_precision_is_decided_once_for_every_stage(monkeypatch):
     cpu = loading.precision()
     assert (cpu.device, cpu.dtype, cpu.mixed_precision) == ("cpu", torch.float32, "no")
     assert cpu.trainer_flags() == {"bf16": False, "fp16": False, "use_cpu": True}
+    assert loading.precision("qwen2") == cpu  # the model family only matters on a GPU without native bf16
+
+
+@pytest.mark.parametrize(("gpu", "capability", "model_type", "dtype", "mixed"), [
+    ("T4", (7, 5), "gpt2", torch.float16, "fp16"),  # is_bf16_supported() says True there: emulated, not asked
+    ("V100", (7, 0), None, torch.float16, "fp16"),
+    ("T4", (7, 5), "qwen2", torch.float32, "no"),  # Qwen2 overflows in fp16: float32, not fp16
+    ("A100", (8, 0), "gpt2", torch.bfloat16, "bf16"),
+    ("L4", (8, 9), "qwen2", torch.bfloat16, "bf16"),  # native bf16 has fp32's range: no overflow
+])
+def test_precision_follows_the_compute_capability(monkeypatch, gpu, capability, model_type, dtype, mixed):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    for bf16, dtype, mp in ((True, torch.bfloat16, "bf16"), (False, torch.float16, "fp16")):
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda b=bf16: b)
-        gpu = loading.precision()
-        assert (gpu.device, gpu.dtype, gpu.mixed_precision) == ("cuda", dtype, mp)
-        assert gpu.trainer_flags() == {"bf16": bf16, "fp16": not bf16, "use_cpu": False}
-        assert loading.resolve_dtype("auto") is dtype  # "auto" asks the same decision
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # what a T4 reports
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    decided = loading.precision(model_type)
+    assert (decided.device, decided.dtype, decided.mixed_precision) == ("cuda", dtype, mixed), gpu
+    assert f"{capability[0]}.{capability[1]}" in decided.reason
+    assert decided.trainer_flags() == {"bf16": mixed == "bf16", "fp16": mixed == "fp16", "use_cpu": False}
+    assert loading.resolve_dtype("auto", model_type) is dtype  # "auto" asks the same decision
+    assert loading.trainer_kwargs(get_profile("tiny").sft, "out", model_type=model_type)["fp16"] == (mixed == "fp16")
+
+
+def test_model_type_reads_the_config_only(saved_tiny_model, tmp_path):
+    _, path = saved_tiny_model
+    assert loading.model_type(path) == "gpt2"
+    assert loading.model_type(tmp_path / "nothing-here") is None
 
 
 def test_load_model_gives_a_synced_tokenizer_and_an_eval_model(saved_tiny_model):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .chat import apply_template
-from .config import ModelConfig, Profile, QLoRAConfig, TrainSchedule
+from .config import ModelConfig, Profile, QLoRAConfig, TrainSchedule, has_cuda
 
 if TYPE_CHECKING:
     import torch
@@ -34,13 +34,21 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 # ------------------------------------------------------------------------------------- device and precision
+NATIVE_BF16_CAPABILITY = (8, 0)  # CUDA compute capability from which bf16 is native (Ampere: A100, A10, L4, RTX 30xx)
+# Model types (``config.model_type``) whose activations are known to overflow fp16's range (max 65504): NaN losses
+# and broken generations. Where bf16 is not native they get float32 instead of fp16.
+FP16_OVERFLOW_MODEL_TYPES = frozenset({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2", "gemma3_text",
+                                       "t5", "mt5"})
+
+
 @dataclass(frozen=True)
 class Precision:
-    """Where the course computes and in which number format (see :func:`precision`)."""
+    """Where the course computes and in which number format (see :func:`precision`), and why."""
 
     device: str  # "cuda" or "cpu"
     dtype: torch.dtype  # weights of a loaded model, and the compute dtype of 4-bit layers
     mixed_precision: str  # accelerate's / the Trainer's setting: "bf16", "fp16" or "no"
+    reason: str = ""  # the decision in words, e.g. "compute capability 7.5 < 8.0: bf16 only emulated, fp16"
 
     def trainer_flags(self) -> dict[str, bool]:
         """``TrainingArguments`` flags: ``bf16``, ``fp16`` and ``use_cpu`` (TRL would turn bf16 on by default)."""
@@ -48,20 +56,43 @@ class Precision:
                 "use_cpu": self.device == "cpu"}
 
 
-def precision() -> Precision:
-    """The one decision on device and precision: a CUDA GPU with bf16 -> bf16; other CUDA GPUs -> fp16 (with
-    loss scaling); no GPU -> float32 on the CPU, no mixed precision."""
+def precision(model_type: str | None = None) -> Precision:
+    """The one decision on device and precision, by what the hardware really has:
+
+    * a CUDA GPU of compute capability >= 8.0 -> bf16 (native there);
+    * an older CUDA GPU (T4, V100: 7.x) -> fp16 with loss scaling. ``torch.cuda.is_bf16_supported()`` is True on a
+      T4, where bf16 is only emulated (several times slower), so it is not asked. A ``model_type`` in
+      :data:`FP16_OVERFLOW_MODEL_TYPES` (Qwen2, Gemma, T5...) gets float32 and no mixed precision instead;
+    * no GPU -> float32 on the CPU, no mixed precision.
+    """
     import torch
 
-    if torch.cuda.is_available():
-        bf16 = bool(torch.cuda.is_bf16_supported())
-        return Precision("cuda", torch.bfloat16 if bf16 else torch.float16, "bf16" if bf16 else "fp16")
-    return Precision("cpu", torch.float32, "no")
+    if not torch.cuda.is_available():
+        return Precision("cpu", torch.float32, "no", "no CUDA GPU: float32 on the CPU")
+    major, minor = torch.cuda.get_device_capability(0)
+    capability = f"compute capability {major}.{minor}"
+    if (major, minor) >= NATIVE_BF16_CAPABILITY:
+        return Precision("cuda", torch.bfloat16, "bf16", f"{capability} >= 8.0: native bf16")
+    if model_type in FP16_OVERFLOW_MODEL_TYPES:
+        return Precision("cuda", torch.float32, "no",
+                         f"{capability}: bf16 only emulated, and {model_type} overflows in fp16: float32")
+    return Precision("cuda", torch.float16, "fp16", f"{capability} < 8.0: bf16 only emulated, fp16 with loss scaling")
 
 
-def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto") -> torch.dtype:
-    """``"auto"``: :func:`precision`'s dtype. Also accepts a ModelConfig (its ``dtype``), a name (``"float32"``,
-    ``"bf16"``, ...) or a torch.dtype."""
+def model_type(path_or_name: str | Path) -> str | None:
+    """``config.model_type`` of a local or Hub model (reads only its config), None where it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        with quiet_transformers():
+            return AutoConfig.from_pretrained(str(path_or_name)).model_type
+    except (OSError, ValueError):
+        return None
+
+
+def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto", model_type: str | None = None) -> torch.dtype:
+    """``"auto"``: :func:`precision`'s dtype (for a model of ``model_type``). Also accepts a ModelConfig (its
+    ``dtype``), a name (``"float32"``, ``"bf16"``, ...) or a torch.dtype."""
     import torch
 
     value = cfg.dtype if isinstance(cfg, ModelConfig) else cfg
@@ -71,7 +102,7 @@ def resolve_dtype(cfg: ModelConfig | str | torch.dtype = "auto") -> torch.dtype:
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
     if value == "auto":
-        return precision().dtype
+        return precision(model_type).dtype
     if value not in names:
         raise ValueError(f"Unknown dtype {value!r}: use 'auto' or one of {', '.join(names)}.")
     return names[value]
@@ -88,12 +119,13 @@ def optimizer_name(name: str, cuda: bool) -> str:
     return name
 
 
-def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True,
+                   model_type: str | None = None) -> dict[str, Any]:
     """The ``TrainingArguments`` every TRL trainer of the course shares (SFT, QLoRA, reward model): the schedule
-    of ``cfg``, mixed precision and optimizer per :func:`precision`, no intermediate checkpoints (each stage saves
-    its final model itself), no reporting, no dataloader workers, gradient checkpointing only when configured
-    (TRL's default is on, ~60% slower on tiny models)."""
-    flags = precision().trainer_flags()
+    of ``cfg``, mixed precision and optimizer per :func:`precision` (for a model of ``model_type``), no intermediate
+    checkpoints (each stage saves its final model itself), no reporting, no dataloader workers, gradient
+    checkpointing only when configured (TRL's default is on, ~60% slower on tiny models)."""
+    flags = precision(model_type).trainer_flags()
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=cfg.max_steps,
@@ -122,15 +154,16 @@ def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = 
     return kwargs
 
 
-def make_accelerator(mixed_precision: str = "auto", gradient_accumulation_steps: int = 1) -> Any:
-    """An ``accelerate.Accelerator`` whose mixed precision follows :func:`precision` (``"auto"``) or the setting
-    given (``no|fp16|bf16``). accelerate's state is per process and cannot change: if an earlier run in this
+def make_accelerator(mixed_precision: str = "auto", gradient_accumulation_steps: int = 1,
+                     model_type: str | None = None) -> Any:
+    """An ``accelerate.Accelerator`` whose mixed precision follows :func:`precision` for a model of ``model_type``
+    (``"auto"``) or the setting given (``no|fp16|bf16``). accelerate's state is per process and cannot change: if an earlier run in this
     process set another precision, that one is kept (with a note)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import GradientAccumulationPlugin
 
-    mp: str | None = precision().mixed_precision if mixed_precision == "auto" else mixed_precision
+    mp: str | None = precision(model_type).mixed_precision if mixed_precision == "auto" else mixed_precision
     state = AcceleratorState._shared_state
     if state and state.get("_mixed_precision") not in (None, mp):
         print(f"note: accelerate already runs with mixed_precision={state['_mixed_precision']!r}; keeping it.")
@@ -187,7 +220,8 @@ def load_causal_lm(
     from transformers import AutoModelForCausalLM
 
     spec = profile_or_dtype.model if isinstance(profile_or_dtype, Profile) else profile_or_dtype
-    dtype = resolve_dtype(spec)
+    auto = (spec.dtype if isinstance(spec, ModelConfig) else spec) == "auto"
+    dtype = resolve_dtype(spec, model_type(path_or_name) if auto and has_cuda() else None)
     local = Path(str(path_or_name)).exists()
     with quiet_transformers() if local else contextlib.nullcontext():
         model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype, **kwargs)
@@ -262,8 +296,10 @@ def load_4bit(
 
     Works on CPU with bitsandbytes >= 0.48 as well as on CUDA. Where bitsandbytes cannot load 4-bit (not
     installed, no supported device, ...) or ``qlora_cfg.load_in_4bit`` is False, a plain model in the
-    resolved dtype is returned instead -- with a printed warning in the first case -- so LoRA still works.
-    Check ``getattr(model, "is_loaded_in_4bit", False)``.
+    resolved dtype is returned instead -- with a printed warning saying why in the first case -- so LoRA still
+    works. Check ``getattr(model, "is_loaded_in_4bit", False)``. Only a missing or unusable bitsandbytes build falls
+    back: any other error of the 4-bit load (out of memory, a model that cannot be found) is raised, since a silent
+    fallback would load the full-precision model into the memory 4 bits were meant to save.
 
     On CPU the Linear4bit layers' AVX512-BF16 inference repacking is switched off: bitsandbytes 0.50 repacks
     the weights at the first eval-mode forward, and training after that (e.g. generate, then train) fails.
@@ -273,23 +309,24 @@ def load_4bit(
     from transformers import AutoModelForCausalLM
 
     device = device or precision().device
+    dtype = resolve_dtype("auto", model_type(path_or_name))  # also the 4-bit layers' compute dtype
     try:
         bnb = import_bitsandbytes()
-        local = Path(str(path_or_name)).exists()
-        with quiet_transformers() if local else contextlib.nullcontext():
-            model = AutoModelForCausalLM.from_pretrained(
-                str(path_or_name),
-                quantization_config=bnb_4bit_config(qlora_cfg),
-                dtype=resolve_dtype("auto"),
-                device_map={"": device},
-                **kwargs,
-            )
-    except Exception as e:  # noqa: BLE001 - any failure of the 4-bit path means: fall back, loudly
+    except Exception as e:  # noqa: BLE001 - no usable bitsandbytes build (ImportError, a missing native backend...)
         print(
-            f"WARNING: bitsandbytes could not load {path_or_name} in 4 bits ({type(e).__name__}: {e}).\n"
-            "         Falling back to the plain (non-quantized) model: LoRA still trains, without the memory saving."
+            f"WARNING: bitsandbytes cannot be used here ({type(e).__name__}: {e}), so {path_or_name} is not loaded\n"
+            "         in 4 bits: the plain (non-quantized) model instead. LoRA still trains, without the memory saving."
         )
         return load_causal_lm(path_or_name, "auto", device=device, **kwargs)
+    local = Path(str(path_or_name)).exists()
+    with quiet_transformers() if local else contextlib.nullcontext():
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path_or_name),
+            quantization_config=bnb_4bit_config(qlora_cfg, dtype),
+            dtype=dtype,
+            device_map={"": device},
+            **kwargs,
+        )
     set_causal_lm_loss(model)
     if device == "cpu":
         for module in model.modules():
