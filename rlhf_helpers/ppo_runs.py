@@ -124,13 +124,14 @@ class Checkpoint(ppo.Callback):
 
 
 def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where IPython.display can redraw a figure in place)."""
+    """True inside a Jupyter kernel (where IPython.display can redraw a figure in place): Jupyter's
+    ``ZMQInteractiveShell`` or a subclass of it, such as Colab's ``google.colab._shell.Shell``."""
     try:
+        from ipykernel.zmqshell import ZMQInteractiveShell
         from IPython import get_ipython
-    except ImportError:  # pragma: no cover
+    except ImportError:  # no IPython / ipykernel: not a notebook
         return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+    return isinstance(get_ipython(), ZMQInteractiveShell)
 
 
 class LivePlot(ppo.Callback):

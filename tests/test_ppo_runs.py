@@ -303,6 +303,20 @@ def test_beta_sweep_logs_extra_metrics_and_leaves_the_policy_alone(make_tiny_mod
     assert [len(v) for v in logs.values()] == [2, 2] and logs["sweep beta=0.5"][0]["beta"] == 0.5
 
 
+def test_live_plot_draws_in_jupyter_and_colab_kernels_only(monkeypatch):
+    import IPython
+    from ipykernel.zmqshell import ZMQInteractiveShell
+
+    class Shell(ZMQInteractiveShell):  # Colab's kernel shell: google.colab._shell.Shell, a subclass
+        def __init__(self):  # no kernel behind it: only the type matters
+            pass
+
+    assert not ppo_runs.in_notebook()  # pytest: no IPython shell at all
+    for shell, expected in ((Shell(), True), (object(), False)):
+        monkeypatch.setattr(IPython, "get_ipython", lambda s=shell: s)
+        assert ppo_runs.in_notebook() is expected
+
+
 def test_live_plot_is_a_no_op_outside_jupyter_and_plots_history():
     assert not ppo_runs.in_notebook()
     history = [{"step": i, "objective/scores": i * 0.1, "objective/kl": 0.2 * i} for i in range(1, 5)]

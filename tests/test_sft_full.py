@@ -95,10 +95,11 @@ def test_missing_stages_name_the_notebook(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- arguments per hardware
-@pytest.mark.parametrize("bf16_ok", [False, True], ids=["T4-fp16", "ampere-bf16"])
-def test_colab_training_arguments_on_a_cuda_gpu(monkeypatch, bf16_ok, tmp_path):
+@pytest.mark.parametrize(("bf16_ok", "capability"), [(False, (7, 5)), (True, (8, 0))], ids=["T4-fp16", "ampere-bf16"])
+def test_colab_training_arguments_on_a_cuda_gpu(monkeypatch, bf16_ok, capability, tmp_path):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)  # a T4 says so too: not asked
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
     colab = get_profile("colab")
     for cfg, optim in ((colab.sft, "adamw_torch"), (colab.qlora, "paged_adamw_8bit")):
         kw = sft_full.training_kwargs(cfg, tmp_path)
@@ -106,6 +107,7 @@ def test_colab_training_arguments_on_a_cuda_gpu(monkeypatch, bf16_ok, tmp_path):
         assert kw["optim"] == optim and kw["assistant_only_loss"] is True
         assert kw["save_strategy"] == "no" and kw["report_to"] == "none" and kw["dataloader_num_workers"] == 0
         assert kw["max_length"] == cfg.max_length == 512
+    assert colab.qlora.base is None and colab.qlora.max_steps == colab.sft.max_steps  # same gpt2, same budget
     bnb_cfg = loading.bnb_4bit_config(colab.qlora)
     assert bnb_cfg.load_in_4bit and bnb_cfg.bnb_4bit_quant_type == "nf4" and bnb_cfg.bnb_4bit_use_double_quant
     assert bnb_cfg.bnb_4bit_compute_dtype == (torch.bfloat16 if bf16_ok else torch.float16)

@@ -311,7 +311,8 @@ def _colab() -> Profile:
         generation=GenerationConfig(max_new_tokens=128, batch_size=16),
         sft=SFTConfig(learning_rate=5e-5, max_steps=2000, per_device_train_batch_size=8,
                       gradient_accumulation_steps=2, eval_steps=200, logging_steps=20, max_length=512),
-        qlora=QLoRAConfig(base="Qwen/Qwen2.5-0.5B", learning_rate=2e-4, max_steps=1000,
+        qlora=QLoRAConfig(learning_rate=2e-4, max_steps=2000,  # the same gpt2 and step budget as full SFT: a fair
+                          # comparison of the two recipes (a different base would compare models and tokenizers)
                           per_device_train_batch_size=8, gradient_accumulation_steps=2, eval_steps=200,
                           logging_steps=20, max_length=512, optim="paged_adamw_8bit",
                           gradient_checkpointing=True),  # headroom on a 16 GB T4 (bs 8 x 512 tokens)
