@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PROFILE ?= tiny
 
-.PHONY: install course seeds test lab lint data clean
+.PHONY: install course seeds test lab lint data links clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lab: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlhf_helpers tests benchmarks notebooks
+
+## After changing rlhf_helpers/colab_links.py's REPO (a fork): rewrite every notebook's install cell and the badges.
+links: $(STAMP)
+	$(BIN)/python -m rlhf_helpers links
 
 ## Regenerate the committed course dataset in data/ (deterministic).
 data: $(STAMP)

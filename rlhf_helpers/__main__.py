@@ -1,4 +1,4 @@
-"""Command line: ``python -m rlhf_helpers data check|convert ...``, ``... course`` and ``... seeds``."""
+"""Command line: ``python -m rlhf_helpers data check|convert ...``, ``... course``, ``... seeds`` and ``... links``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ commands:
   data convert PATH OUT.jsonl [--map ...]       write canonical records (atomically)
   course [--profile tiny] [--only 00,01]        execute the notebooks in order, results under outputs/
   seeds [--seeds 0,1,2] [--collect-only]        notebooks 01-05 for more seeds; results/seeds.csv
+  links [--check]                               write colab_links.REPO into the install cells and badges
 """
 
 
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
         from .runner import cli
     elif command == "seeds":
         from .seeds import cli
+    elif command == "links":
+        from .colab_links import cli
     else:
         print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
