@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import logging
 import os
 import platform
 
@@ -15,14 +13,15 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "
 
 
 def library_versions() -> dict[str, str]:
-    """Installed version of each library the course uses ("missing" if absent)."""
-    # bitsandbytes warns at import that an optional hub-downloaded CPU kernel is missing; it falls back fine.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    """Installed version of each library the course uses ("missing" if absent), read from the package metadata:
+    importing them all (trl, evaluate...) would cost a notebook that uses few of them several seconds."""
+    from importlib.metadata import PackageNotFoundError, version
+
     versions = {"python": platform.python_version()}
     for name in LIBRARIES:
         try:
-            versions[name] = importlib.import_module(name).__version__
-        except Exception:  # bitsandbytes may fail to import on some platforms: report, don't crash
+            versions[name] = version(name)
+        except PackageNotFoundError:
             versions[name] = "missing"
     return versions
 
