@@ -265,8 +265,8 @@ class BeyondPPOConfig:
     dpo_batch_size: int = 8  # preference pairs per step
     rloo_betas: tuple[float, ...] = (0.05,)  # RLOO runs (TRL's default 0.05): the KL enters the reward
     grpo_betas: tuple[float, ...] = (0.0,)  # GRPO runs (TRL's default 0: no KL term at all)
-    online_learning_rate: float = 3e-5  # RLOO and GRPO; tiny: at 2e-4, 12 steps reach KL 30+ and the gold score falls
-    online_max_steps: int = 20  # optimizer steps of each RLOO / GRPO run (one fresh batch of samples each)
+    online_learning_rate: float = 4e-5  # RLOO and GRPO; tiny: at 2e-4, 12 steps reach KL 30+ and the gold score falls
+    online_max_steps: int = 16  # optimizer steps of each RLOO / GRPO run (one fresh batch of samples each)
     num_generations: int = 4  # answers sampled per prompt: the group RLOO's baseline and GRPO's normaliser use
     prompts_per_step: int = 8  # prompts per step (x num_generations answers)
     max_completion_length: int = 64  # as PPO's response_length: a full tiny answer fits
