@@ -115,14 +115,15 @@ class Inputs:
 def load_inputs(profile: Profile) -> Inputs:
     """Load :class:`Inputs`; a missing SFT, data or reward stage raises ``MissingStageError`` naming its notebook.
     The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs (all that DPO's steps visit)."""
-    from . import data_prep, reward, sft_full
+    from . import data_prep, reward
     from .core.artifacts import PPO_LOG, MissingStageError, read_records
     from .judge import load_judge
     from .ppo_runs import load_ppo_policy
 
     cfg = profile.beyond
     prep = data_prep.load_prepared(profile)
-    model, tokenizer = sft_full.load_sft(profile, "sft_full")
+    # float32 weights, as PPO's: the trainers' mixed precision (fp16/bf16 autocast) needs float32 master weights
+    model, tokenizer = loading.load_model(profile.paths.finished("sft_full"), "float32")
     train = prep.preferences["train"].shuffle(seed=cfg.seed)
     pairs = train.select(range(min(len(train), cfg.dpo_max_steps * cfg.dpo_batch_size)))
     prompts = list(dict.fromkeys(prep.preferences["train"]["prompt"]))  # PPO's prompts (ppo_runs.load_course_stages)
@@ -141,12 +142,26 @@ def load_inputs(profile: Profile) -> Inputs:
 # ============================================================================================== training
 def _common_args(cfg: BeyondPPOConfig, output_dir: Path, progress: bool, model_type: str) -> dict[str, Any]:
     """The TrainingArguments every run shares: precision per :func:`loading.precision` (for the policy's model
-    type), no checkpoints, no reports, dropout off, no activation checkpointing (TRL's default is on: ~60% slower
-    on tiny models)."""
+    type), a constant learning rate, no checkpoints, no reports, dropout off, no activation checkpointing (TRL's
+    default is on: ~60% slower on tiny models)."""
     flags = loading.precision(model_type).trainer_flags()
     return dict(output_dir=str(output_dir), logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
                 gradient_checkpointing=False, disable_dropout=True, seed=cfg.seed, data_seed=cfg.seed,
                 disable_tqdm=not progress, lr_scheduler_type="constant", **flags)
+
+
+def _log_last_step() -> Any:
+    """A ``TrainerCallback`` that logs the last step too (TRL logs every ``logging_steps`` only), so a run's log
+    always ends with its final state."""
+    from transformers import TrainerCallback
+
+    class LogLastStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == state.max_steps:
+                control.should_log = True
+            return control
+
+    return LogLastStep()
 
 
 def _timed_train(trainer: Any) -> tuple[float, float, str]:
@@ -172,8 +187,9 @@ def train_dpo(profile: Profile, inputs: Inputs, beta: float, loss_type: str = "s
                          learning_rate=cfg.dpo_learning_rate, max_steps=cfg.dpo_max_steps,
                          per_device_train_batch_size=cfg.dpo_batch_size, max_length=profile.sft.max_length)
         with loading.quiet_datasets():
-            trainer = DPOTrainer(model=model, ref_model=loading.frozen_copy(inputs.sft), args=args, train_dataset=preference_dataset(inputs.pairs),
-                                 processing_class=inputs.tokenizer)
+            trainer = DPOTrainer(model=model, ref_model=loading.frozen_copy(inputs.sft), args=args,
+                                 train_dataset=preference_dataset(inputs.pairs), processing_class=inputs.tokenizer,
+                                 callbacks=[_log_last_step()])
         seconds, peak, measure = _timed_train(trainer)
     method = "IPO" if loss_type == "ipo" else "DPO"
     return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
@@ -193,8 +209,8 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
         raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
     config_class, trainer_class = classes[method]
     if beta > 0 and not inputs.sft.config._name_or_path:
-        raise ValueError(f"{method} with beta={beta} needs a reference, which TRL loads from the SFT policy's checkpoint; "
-                         "this policy was not loaded from one (save_pretrained it and load it from there)")
+        raise ValueError(f"{method} with beta={beta} needs a reference, which TRL loads from the SFT policy's "
+                         "checkpoint; this policy was not loaded from one (save_pretrained it and load it from there)")
     cfg = profile.beyond
     model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
     source = inputs.reward_source if reward_source is None else reward_source
@@ -206,7 +222,8 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
                             max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
         with loading.quiet_datasets():
             trainer = trainer_class(model=model, reward_funcs=reward_function(source), args=args,
-                                    train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer)
+                                    train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer,
+                                    callbacks=[_log_last_step()])
         seconds, peak, measure = _timed_train(trainer)
     return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
 
@@ -263,9 +280,9 @@ def _interval(name: str, values: np.ndarray, level: float) -> dict[str, float]:
 def method_table(ev: Evaluation, runs: Sequence[MethodRun], ppo_seconds: float | None = None,
                  split: str | None = None) -> pd.DataFrame:
     """One row per policy: method, beta, gold mean with its 95% interval, win rate against SFT (wins / ties /
-    losses, interval), learned reward mean with its interval, KL to SFT (k1 on the greedy answers), words per
-    answer, training seconds and peak memory. ``split`` (e.g. ``"seen_task"``, the headline slice) restricts the
-    gold, reward and win columns to that slice of the prompts; the KL and lengths are over all prompts."""
+    losses, interval), learned reward mean with its interval, KL to SFT (k1 summed over the greedy answer, nats per
+    answer), words per answer, training seconds and peak memory. ``split`` (e.g. ``"seen_task"``, the headline
+    slice) restricts every per-prompt column to that slice of the prompts (all of them by default)."""
     import pandas as pd
 
     by_label = {r.label: r for r in runs}
@@ -274,18 +291,19 @@ def method_table(ev: Evaluation, runs: Sequence[MethodRun], ppo_seconds: float |
     idx = np.array([s == split for s in ev.splits]) if split else np.ones(len(ev.prompts), bool)
     rows = []
     for run in ev.runs.values():
-        row, trained = ev.results.loc[run.label], by_label.get(run.label)
+        trained = by_label.get(run.label)
         method = trained.method if trained else run.label
-        win = row if slices is None else slices.loc[(split, run.label)]
+        win = ev.results.loc[run.label] if slices is None else slices.loc[(split, run.label)]
         reward = run.reward[idx] if run.reward is not None else np.full(int(idx.sum()), math.nan)
         seconds = trained.seconds if trained else (ppo_seconds if method == "PPO" else math.nan)
         rows.append({"method": method, "policy": run.label, "beta": trained.beta if trained else math.nan,
                      "gold": float(run.judge[idx].mean()), **_interval("gold", run.judge[idx], cfg.ci_level),
                      **{k: win[k] for k in ("win_rate", "win_low", "win_high", "wins", "ties", "losses")},
                      "reward": float(np.mean(reward)), **_interval("reward", reward, cfg.ci_level),
-                     "kl": row["kl"], "words": row["words_mean"], "train_seconds": seconds,
+                     "kl": float(np.mean(run.kl[idx])) if run.kl is not None else math.nan,
+                     "words": float(np.mean(run.words[idx])), "train_seconds": seconds,
                      "peak_memory_mb": trained.peak_memory_mb if trained else math.nan})
-    return pd.DataFrame(rows).set_index("policy")
+    return pd.DataFrame(rows).set_index("policy").astype({"wins": int, "ties": int, "losses": int})
 
 
 SUMMARY_COLUMNS = ("method", "beta", "gold", "gold_low", "gold_high", "win_rate", "win_low", "win_high", "wins", "ties",
@@ -304,9 +322,10 @@ def save_results(table: pd.DataFrame, runs: Sequence[MethodRun], paths: artifact
     artifacts.write_csv(table, out)
     artifacts.write_jsonl(records, logs)
     text = ["# Beyond PPO: DPO, IPO, RLOO and GRPO (notebook 07)", "",
-            "_Generated by `notebooks/07_beyond_ppo.ipynb` (`rlhf_helpers.beyond_ppo.save_results`)._ Gold, reward and "
-            "win columns on the seen-task slice; KL (k1, nats per answer) and words over all held-out prompts; "
-            "training wall time in seconds and peak memory growth in MB.", "",
+            "_Generated by `notebooks/07_beyond_ppo.ipynb` (`rlhf_helpers.beyond_ppo.save_results`)._ On the seen-task "
+            "slice of the held-out prompts: gold and learned reward means with 95% intervals, the gold win rate "
+            "against SFT, KL to SFT (k1 summed over the greedy answer, nats per answer), words per answer; training "
+            f"wall time in seconds and peak memory in MB ({runs[0].memory if runs else 'not measured'}).", "",
             markdown_table(table[list(SUMMARY_COLUMNS)]), "", reading(table, overall), "",
             "![gold and learned reward against KL to SFT](../plots/beyond_frontier.png)", ""]
     artifacts.write_text(summary, "\n".join(text))
@@ -356,7 +375,8 @@ def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: 
                                strict=True):
         for method in [m for m in METHODS if m in set(table.method)]:
             part = table[table.method == method]
-            kl = part.kl.fillna(0.0)
+            part = part.dropna(subset=["kl"])  # no KL (a policy not trained from SFT): no point to place
+            kl = part.kl
             err = np.vstack([part[col] - part[f"{col}_low"], part[f"{col}_high"] - part[col]])
             ax.errorbar(kl, part[col], yerr=err, fmt="o", color=color(METHODS.index(method)), capsize=3,
                         label=method, markersize=7)
@@ -407,9 +427,10 @@ def plot_dpo_training(runs: Sequence[MethodRun]) -> Figure:
     for i, run in enumerate(r for r in runs if r.method in ("DPO", "IPO")):
         logged = [h for h in run.history if "rewards/margins" in h]
         steps = [h["step"] for h in logged]
-        axes[0].plot(steps, [h["rewards/margins"] for h in logged], marker="o", color=color(i + 2), label=run.label)
-        axes[1].plot(steps, [h["rewards/accuracies"] for h in logged], marker="o", color=color(i + 2),
-                     label=run.label)
+        style = {"marker": "o", "color": color(METHODS.index(run.method)), "linestyle": ("-", "--", ":")[i % 3],
+                 "label": run.label}  # one colour per method (as on the frontier), one line style per run
+        axes[0].plot(steps, [h["rewards/margins"] for h in logged], **style)
+        axes[1].plot(steps, [h["rewards/accuracies"] for h in logged], **style)
     axes[0].set_ylabel("implicit reward margin\nβ·(log-ratio chosen − rejected)")
     axes[1].set_ylabel("pairs ordered right")
     for ax, key in zip(axes, ("rewards/margins", "rewards/accuracies"), strict=True):

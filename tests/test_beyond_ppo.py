@@ -134,6 +134,7 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     assert table.loc["DPO (beta=0.1)", "gold"] == pytest.approx(dpo.judge[seen].mean())
     assert overall.loc["DPO (beta=0.1)", "gold"] == pytest.approx(dpo.judge.mean())
     assert table.loc["DPO (beta=0.1)", ["wins", "ties", "losses"]].sum() == seen.sum() == 3
+    assert all(table[k].dtype.kind == "i" for k in ("wins", "ties", "losses"))  # counts print as counts
     assert table.loc["SFT", "kl"] == 0 and table.loc["GRPO (beta=0)", "kl"] == pytest.approx(0, abs=1e-6)
     assert table.loc["DPO (beta=0.1)", "kl"] > 0
     assert table.loc["PPO", "train_seconds"] == 12.5 and math.isnan(table.loc["SFT", "train_seconds"])
@@ -149,4 +150,19 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
 
     saved = pd.read_csv(paths[0], index_col=0)
     assert list(saved.index) == list(table.index)
-    assert beyond_ppo.plot_frontier(table) and beyond_ppo.plot_time(table) and beyond_ppo.plot_dpo_training(runs)
+    np.testing.assert_allclose(overall.loc["DPO (beta=0.1)", "kl"], dpo.kl.mean())  # the slice's KL is its own
+    assert table.loc["DPO (beta=0.1)", "kl"] == pytest.approx(dpo.kl[seen].mean())
+    left, right = beyond_ppo.plot_frontier(table).axes
+    for ax in (left, right):  # one point with error bars per method, a beta label per trained run
+        assert len(ax.containers) == 4 and sorted(t.get_text() for t in ax.texts) == ["β=0", "β=0.1"]
+    assert len(beyond_ppo.plot_dpo_training(runs).axes[0].lines) == 1  # the DPO run; GRPO logs no margins
+    assert len(beyond_ppo.plot_time(table).axes[0].containers) == 3  # PPO, DPO, GRPO have training times
+
+
+def test_method_table_without_ppo_or_reward_model(profile, inputs, make_tiny_model):
+    runs = [_run(make_tiny_model(seed=2), "DPO", 0.1, 3.0)]
+    bare = dataclasses.replace(inputs, ppo=None, reward_source=None)
+    table = beyond_ppo.method_table(beyond_ppo.evaluate_methods(profile, bare, runs, progress=False), runs)
+    assert list(table.index) == ["SFT", "DPO (beta=0.1)"]
+    assert table.reward.isna().all() and table.reward_low.isna().all() and table.gold.notna().all()
+    assert "DPO (beta=0.1)" in beyond_ppo.reading(table)

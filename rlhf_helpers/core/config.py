@@ -252,7 +252,8 @@ class EvalConfig:
 
 @dataclass
 class BeyondPPOConfig:
-    """Notebook 07: DPO, RLOO and GRPO from the SFT model (notebook 02), on notebook 05's prompts and pairs.
+    """Notebook 07: DPO, RLOO and GRPO from the SFT model (notebook 02), on notebook 01's preference pairs (DPO)
+    and notebook 05's prompts (RLOO, GRPO).
 
     Each beta is one run and one point on the frontier of gold score against KL to SFT. TRL's names: ``beta`` is
     DPO's temperature of the implicit reward and, for RLOO/GRPO, the KL coefficient (GRPO's default 0: no KL term).
@@ -261,7 +262,7 @@ class BeyondPPOConfig:
     dpo_betas: tuple[float, ...] = (0.1, 0.5)  # DPO (sigmoid loss) runs; small beta = a looser leash on SFT
     ipo_beta: float = 0.5  # one run with the IPO loss (squared, bounded margin target 1 / (2 beta)); 0 = no IPO run
     dpo_learning_rate: float = 2e-4  # tiny: Adam on a 1M-parameter model (gpt2-size: ~5e-7)
-    dpo_max_steps: int = 30  # tiny: 30 x 8 = 240 of the 3600 training pairs
+    dpo_max_steps: int = 30  # optimizer steps of each DPO / IPO run; tiny: 30 x 8 = 240 of the 3600 training pairs
     dpo_batch_size: int = 8  # preference pairs per step
     rloo_betas: tuple[float, ...] = (0.05,)  # RLOO runs (TRL's default 0.05): the KL enters the reward
     grpo_betas: tuple[float, ...] = (0.0,)  # GRPO runs (TRL's default 0: no KL term at all)
@@ -271,7 +272,7 @@ class BeyondPPOConfig:
     prompts_per_step: int = 8  # prompts per step (x num_generations answers)
     max_completion_length: int = 64  # as PPO's response_length: a full tiny answer fits
     temperature: float = 0.7  # sampling temperature of RLOO/GRPO (as PPO's rollouts)
-    logging_steps: int = 5
+    logging_steps: int = 5  # TRL logs every this many steps (and the last step always: beyond_ppo.LogLastStep)
     seed: int = 0
 
 
@@ -322,6 +323,9 @@ def _colab() -> Profile:
                       response_length=64, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1, sweep_betas=[0.0, 0.05, 0.5],
                       short_run_learning_rate=None),  # the short runs at the main run's learning rate
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
+        beyond=BeyondPPOConfig(dpo_betas=(0.1, 0.5), dpo_learning_rate=5e-7, dpo_max_steps=500, dpo_batch_size=8,
+                               rloo_betas=(0.05, 0.5), grpo_betas=(0.0, 0.05), online_learning_rate=1e-6,
+                               online_max_steps=200, logging_steps=20),  # gpt2: TRL's learning rates
     )
 
 
@@ -335,6 +339,8 @@ def _cpu() -> Profile:
                           per_device_train_batch_size=8, max_length=256),
         reward=RewardConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
         ppo=PPOConfig(total_updates=20, batch_size=16, mini_batch_size=4),
+        beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=1e-4, dpo_max_steps=50, online_max_steps=10,
+                               online_learning_rate=1e-4),  # short runs, as the cpu profile's other stages
     )
 
 
