@@ -186,6 +186,27 @@ def _log_last_step() -> Any:
     return LogLastStep()
 
 
+def _snapshots(every: int) -> Any:
+    """A ``TrainerCallback`` keeping a frozen copy of the policy every ``every`` steps before the last, with the
+    training seconds so far: ``.kept = [(step, seconds, model), ...]``."""
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def __init__(self) -> None:
+            self.kept: list[tuple[int, float, Any]] = []
+            self.start = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if every > 0 and step % every == 0 and step < state.max_steps:
+                self.kept.append((step, time.perf_counter() - self.start, loading.frozen_copy(model)))
+
+    return Snapshots()
+
+
 def _timed_train(trainer: Any) -> tuple[float, float, str]:
     """Train; return (seconds, peak memory MB, what the memory figure measures)."""
     from .sft_full import PeakMemory
@@ -218,12 +239,13 @@ def train_dpo(profile: Profile, inputs: Inputs, beta: float, loss_type: str = "s
 
 
 def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, reward_source: Any | None = None,
-                 progress: bool = True) -> MethodRun:
+                 progress: bool = True) -> list[MethodRun]:
     """RLOO or GRPO (``method``) from a copy of the SFT policy on PPO's prompts, rewarded by ``reward_source``
     (default: the learned reward model, normalised, as PPO): ``cfg.online_max_steps`` steps, each on
-    ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. With ``beta > 0`` TRL loads the reference
-    again from the checkpoint the SFT policy came from (``config._name_or_path``): a policy built in memory has none
-    (``ValueError``)."""
+    ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. Returns the policy every
+    ``cfg.online_snapshot_every`` steps (variant ``"step k"``, its log up to step k), then the final one. With
+    ``beta > 0`` TRL loads the reference again from the checkpoint the SFT policy came from
+    (``config._name_or_path``): a policy built in memory has none (``ValueError``)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     classes = {"RLOO": (RLOOConfig, RLOOTrainer), "GRPO": (GRPOConfig, GRPOTrainer)}
@@ -237,6 +259,7 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
     model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
     source = inputs.reward_source if reward_source is None else reward_source
     batch = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
+    snapshots = _snapshots(cfg.online_snapshot_every)
     with tempfile.TemporaryDirectory() as tmp:
         args = config_class(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta,
                             learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
@@ -245,9 +268,12 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
         with loading.quiet_datasets():
             trainer = trainer_class(model=model, reward_funcs=reward_function(source), args=args,
                                     train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer,
-                                    callbacks=[_log_last_step()])
+                                    callbacks=[_log_last_step(), snapshots])
         seconds, peak, measure = _timed_train(trainer)
-    return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
+    log = _logs(trainer)
+    kept = [MethodRun(method, beta, copy, [r for r in log if r["step"] <= step], secs, peak, measure, f"step {step}")
+            for step, secs, copy in snapshots.kept]
+    return [*kept, MethodRun(method, beta, trainer.model.eval(), log, seconds, peak, measure)]
 
 
 def _logs(trainer: Any) -> list[dict[str, float]]:
@@ -400,9 +426,10 @@ def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: 
             err = np.vstack([part[col] - part[f"{col}_low"], part[f"{col}_high"] - part[col]])
             ax.errorbar(kl, part[col], yerr=err, fmt="o", color=color(METHODS.index(method)), capsize=3,
                         label=method, markersize=7)
-            for x, y, beta in zip(kl, part[col], part.beta, strict=True):
-                if not math.isnan(beta):
-                    ax.annotate(f"β={beta:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            for x, y, policy in zip(kl, part[col], part.index, strict=True):
+                if policy != method:  # "DPO (beta=0.1)" -> "β=0.1", "RLOO step 8 (beta=0.05)" -> "step 8 β=0.05"
+                    text = policy[len(method):].strip().replace("(beta=", "β=").rstrip(")")
+                    ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xlabel("KL to SFT on its own greedy answers (nats per answer)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

@@ -39,7 +39,7 @@ class WordReward:
 @pytest.fixture
 def profile(tmp_path):
     beyond = dataclasses.replace(get_profile("tiny").beyond, dpo_betas=(0.1,), dpo_max_steps=2, dpo_batch_size=2,
-                                 online_max_steps=2, prompts_per_step=2, num_generations=2,
+                                 online_max_steps=2, online_snapshot_every=1, prompts_per_step=2, num_generations=2,
                                  max_completion_length=6, logging_steps=1, online_learning_rate=1e-2)
     return get_profile("tiny", paths=Paths(root=tmp_path), beyond=beyond,
                        eval=EvalConfig(max_new_tokens=6, batch_size=4, bootstrap_samples=200),
@@ -102,9 +102,15 @@ def test_dpo_and_ipo_train_a_copy_and_log_the_implicit_rewards(profile, inputs):
 def test_rloo_and_grpo_sample_groups_scored_by_the_reward_source(profile, inputs):
     before = _weights(inputs.sft)
     source = WordReward()
-    runs = [beyond_ppo.train_online(profile, "RLOO", inputs, 0.05, reward_source=source, progress=False),
-            beyond_ppo.train_online(profile, "GRPO", inputs, 0.0, progress=False)]
-    assert [r.label for r in runs] == ["RLOO (beta=0.05)", "GRPO (beta=0)"]
+    rloo = beyond_ppo.train_online(profile, "RLOO", inputs, 0.05, reward_source=source, progress=False)
+    grpo = beyond_ppo.train_online(profile, "GRPO", inputs, 0.0, progress=False)
+    assert [r.label for r in rloo + grpo] == ["RLOO step 1 (beta=0.05)", "RLOO (beta=0.05)", "GRPO step 1 (beta=0)",
+                                              "GRPO (beta=0)"]
+    snapshot, final = rloo
+    assert [h["step"] for h in snapshot.history] == [1] and [h["step"] for h in final.history] == [1, 2]
+    assert 0 < snapshot.seconds < final.seconds and not snapshot.model.training
+    assert any(not torch.equal(v, final.model.state_dict()[k]) for k, v in snapshot.model.state_dict().items())
+    runs = [final, grpo[-1]]
     # 2 steps x 2 prompts x 2 answers each, all scored by the source given (the default, inputs', for GRPO)
     assert sum(len(answers) for _, answers in source.calls) == 8
     assert all(p in PROMPTS for prompts, _ in source.calls for p in prompts)
