@@ -45,8 +45,9 @@ METHODS = ("SFT", "PPO", "DPO", "IPO", "RLOO", "GRPO")  # the frontier's colours
 
 @dataclass
 class MethodRun:
-    """One trained policy: ``method`` (DPO, IPO, RLOO, GRPO), its ``beta``, the model (eval mode), TRL's log
-    history (one dict per ``logging_steps``), wall seconds of training and peak memory (MB, see ``memory``)."""
+    """One trained policy: ``method`` (PPO, DPO, IPO, RLOO, GRPO), its ``beta``, the model (eval mode), its log
+    history (TRL's, one dict per ``logging_steps``; PPO's, one per update), wall seconds of training and peak memory
+    (MB; ``memory`` says what was measured). ``variant`` tells two runs of one method and beta apart (PPO's sweep)."""
 
     method: str
     beta: float
@@ -55,10 +56,11 @@ class MethodRun:
     seconds: float
     peak_memory_mb: float
     memory: str
+    variant: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.method} (beta={self.beta:g})"
+        return f"{self.method}{' ' + self.variant if self.variant else ''} (beta={self.beta:g})"
 
 
 # ================================================================================================== data
@@ -98,8 +100,8 @@ def reward_function(source: Any, name: str = "reward_model") -> Callable[..., li
 @dataclass
 class Inputs:
     """What notebook 07 takes from the earlier notebooks: the SFT policy and tokenizer (02), the preference pairs
-    and PPO's prompts (01), the learned reward (04), the judge, the held-out prompts, and PPO's policy with its
-    training seconds (05; None when notebook 05 has not run)."""
+    and PPO's prompts (01), the learned reward (04), the judge, the held-out prompts, and PPO's policies (05: the
+    main run and the beta sweep's, :func:`load_ppo_runs`; empty when notebook 05 has not run)."""
 
     sft: Any
     tokenizer: Any
@@ -108,17 +110,14 @@ class Inputs:
     reward_source: Any
     judge: Any
     heldout: Any
-    ppo: Any | None
-    ppo_seconds: float | None
+    ppo_runs: list[MethodRun]
 
 
 def load_inputs(profile: Profile) -> Inputs:
     """Load :class:`Inputs`; a missing SFT, data or reward stage raises ``MissingStageError`` naming its notebook.
     The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs (all that DPO's steps visit)."""
     from . import data_prep, reward
-    from .core.artifacts import PPO_LOG, MissingStageError, read_records
     from .judge import load_judge
-    from .ppo_runs import load_ppo_policy
 
     cfg = profile.beyond
     prep = data_prep.load_prepared(profile)
@@ -127,16 +126,39 @@ def load_inputs(profile: Profile) -> Inputs:
     train = prep.preferences["train"].shuffle(seed=cfg.seed)
     pairs = train.select(range(min(len(train), cfg.dpo_max_steps * cfg.dpo_batch_size)))
     prompts = list(dict.fromkeys(prep.preferences["train"]["prompt"]))  # PPO's prompts (ppo_runs.load_course_stages)
+    return Inputs(model, tokenizer, pairs, prompts, reward.load_reward_source(profile), load_judge(profile),
+                  data_prep.heldout(profile), load_ppo_runs(profile))
+
+
+def load_ppo_runs(profile: Profile) -> list[MethodRun]:
+    """Notebook 05's PPO policies as runs: the main run (beta = its ``kl_coef``; the start value when adaptive) and
+    each beta of the sweep whose final policy was saved (:func:`~rlhf_helpers.ppo_runs.sweep_policy_dir`, variant
+    "sweep"). Seconds = the sum of the updates' wall time (``time/update_s``); memory was not measured there.
+    Empty, with a note, when notebook 05 has not run."""
+    from .core.artifacts import BETA_SWEEP_LOG, PPO_INFO, PPO_LOG, MissingStageError, read_json, read_records
+    from .ppo_runs import load_ppo_policy, sweep_policy_dir
+
     try:
         path = profile.paths.finished("ppo")
-        with loading.quiet_transformers():
-            ppo = load_ppo_policy(path).eval()
-        ppo_seconds = sum(r.get("time/update_s", 0.0) for r in read_records(path / PPO_LOG))
     except MissingStageError as err:
         print(f"PPO: skipped -- {err}")
-        ppo, ppo_seconds = None, None
-    return Inputs(model, tokenizer, pairs, prompts, reward.load_reward_source(profile), load_judge(profile),
-                  data_prep.heldout(profile), ppo, ppo_seconds)
+        return []
+    cfg = read_json(path / PPO_INFO).get("config", {})
+    found = [(float(cfg.get("kl_coef", math.nan)), "adaptive" if cfg.get("adaptive_kl") else "", path,
+              read_records(path / PPO_LOG))]
+    sweep = profile.paths.result(BETA_SWEEP_LOG)
+    records = read_records(sweep) if sweep.exists() else []
+    for beta in sorted({r["beta"] for r in records}):
+        if (sweep_policy_dir(profile.paths, beta) / "config.json").exists():
+            log = [r for r in records if r["beta"] == beta]
+            found.append((beta, "sweep", sweep_policy_dir(profile.paths, beta), log))
+    runs = []
+    for beta, variant, folder, log in found:
+        with loading.quiet_transformers():
+            model = load_ppo_policy(folder).eval()
+        runs.append(MethodRun("PPO", beta, model, log, sum(r.get("time/update_s", 0.0) for r in log), math.nan,
+                              "not measured in notebook 05", variant))
+    return runs
 
 
 # ============================================================================================== training
@@ -162,6 +184,27 @@ def _log_last_step() -> Any:
             return control
 
     return LogLastStep()
+
+
+def _snapshots(every: int) -> Any:
+    """A ``TrainerCallback`` keeping a frozen copy of the policy every ``every`` steps before the last, with the
+    training seconds so far: ``.kept = [(step, seconds, model), ...]``."""
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def __init__(self) -> None:
+            self.kept: list[tuple[int, float, Any]] = []
+            self.start = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            step = state.global_step
+            if every > 0 and step % every == 0 and step < state.max_steps:
+                self.kept.append((step, time.perf_counter() - self.start, loading.frozen_copy(model)))
+
+    return Snapshots()
 
 
 def _timed_train(trainer: Any) -> tuple[float, float, str]:
@@ -196,12 +239,13 @@ def train_dpo(profile: Profile, inputs: Inputs, beta: float, loss_type: str = "s
 
 
 def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, reward_source: Any | None = None,
-                 progress: bool = True) -> MethodRun:
+                 progress: bool = True) -> list[MethodRun]:
     """RLOO or GRPO (``method``) from a copy of the SFT policy on PPO's prompts, rewarded by ``reward_source``
     (default: the learned reward model, normalised, as PPO): ``cfg.online_max_steps`` steps, each on
-    ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. With ``beta > 0`` TRL loads the reference
-    again from the checkpoint the SFT policy came from (``config._name_or_path``): a policy built in memory has none
-    (``ValueError``)."""
+    ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. Returns the policy every
+    ``cfg.online_snapshot_every`` steps (variant ``"step k"``, its log up to step k), then the final one. With
+    ``beta > 0`` TRL loads the reference again from the checkpoint the SFT policy came from
+    (``config._name_or_path``): a policy built in memory has none (``ValueError``)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     classes = {"RLOO": (RLOOConfig, RLOOTrainer), "GRPO": (GRPOConfig, GRPOTrainer)}
@@ -215,6 +259,7 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
     model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
     source = inputs.reward_source if reward_source is None else reward_source
     batch = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
+    snapshots = _snapshots(cfg.online_snapshot_every)
     with tempfile.TemporaryDirectory() as tmp:
         args = config_class(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta,
                             learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
@@ -223,9 +268,12 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
         with loading.quiet_datasets():
             trainer = trainer_class(model=model, reward_funcs=reward_function(source), args=args,
                                     train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer,
-                                    callbacks=[_log_last_step()])
+                                    callbacks=[_log_last_step(), snapshots])
         seconds, peak, measure = _timed_train(trainer)
-    return MethodRun(method, beta, trainer.model.eval(), _logs(trainer), seconds, peak, measure)
+    log = _logs(trainer)
+    kept = [MethodRun(method, beta, copy, [r for r in log if r["step"] <= step], secs, peak, measure, f"step {step}")
+            for step, secs, copy in snapshots.kept]
+    return [*kept, MethodRun(method, beta, trainer.model.eval(), log, seconds, peak, measure)]
 
 
 def _logs(trainer: Any) -> list[dict[str, float]]:
@@ -254,12 +302,11 @@ def training_summary(runs: Sequence[MethodRun]) -> pd.DataFrame:
 
 # ============================================================================================ evaluation
 def evaluate_methods(profile: Profile, inputs: Inputs, runs: Sequence[MethodRun], progress: bool = True) -> Evaluation:
-    """SFT (the reference), PPO (when notebook 05 has run) and every run answer the held-out prompts (greedy);
-    one :func:`~rlhf_helpers.core.compare.evaluate_policies` measures them all, KL to SFT included."""
+    """SFT (the reference) and every run (PPO's from ``inputs.ppo_runs`` too, if you pass them) answer the held-out
+    prompts (greedy); one :func:`~rlhf_helpers.core.compare.evaluate_policies` measures them all, KL to SFT
+    included."""
     tok = inputs.tokenizer
     policies = {"sft_full": Policy("sft_full", "SFT", inputs.sft, tok)}
-    if inputs.ppo is not None:
-        policies["ppo"] = Policy("ppo", "PPO", inputs.ppo, tok)
     for run in runs:
         policies[run.label] = Policy(run.label, run.label, run.model, tok)
     cfg = dataclasses.replace(profile.eval, reference_policy="sft_full")
@@ -277,8 +324,7 @@ def _interval(name: str, values: np.ndarray, level: float) -> dict[str, float]:
     return {f"{name}_low": float(np.mean(values)) - half, f"{name}_high": float(np.mean(values)) + half}
 
 
-def method_table(ev: Evaluation, runs: Sequence[MethodRun], ppo_seconds: float | None = None,
-                 split: str | None = None) -> pd.DataFrame:
+def method_table(ev: Evaluation, runs: Sequence[MethodRun], split: str | None = None) -> pd.DataFrame:
     """One row per policy: method, beta, gold mean with its 95% interval, win rate against SFT (wins / ties /
     losses, interval), learned reward mean with its interval, KL to SFT (k1 summed over the greedy answer, nats per
     answer), words per answer, training seconds and peak memory. ``split`` (e.g. ``"seen_task"``, the headline
@@ -295,7 +341,7 @@ def method_table(ev: Evaluation, runs: Sequence[MethodRun], ppo_seconds: float |
         method = trained.method if trained else run.label
         win = ev.results.loc[run.label] if slices is None else slices.loc[(split, run.label)]
         reward = run.reward[idx] if run.reward is not None else np.full(int(idx.sum()), math.nan)
-        seconds = trained.seconds if trained else (ppo_seconds if method == "PPO" else math.nan)
+        seconds = trained.seconds if trained else math.nan
         rows.append({"method": method, "policy": run.label, "beta": trained.beta if trained else math.nan,
                      "gold": float(run.judge[idx].mean()), **_interval("gold", run.judge[idx], cfg.ci_level),
                      **{k: win[k] for k in ("win_rate", "win_low", "win_high", "wins", "ties", "losses")},
@@ -380,9 +426,10 @@ def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: 
             err = np.vstack([part[col] - part[f"{col}_low"], part[f"{col}_high"] - part[col]])
             ax.errorbar(kl, part[col], yerr=err, fmt="o", color=color(METHODS.index(method)), capsize=3,
                         label=method, markersize=7)
-            for x, y, beta in zip(kl, part[col], part.beta, strict=True):
-                if not math.isnan(beta):
-                    ax.annotate(f"β={beta:g}", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            for x, y, policy in zip(kl, part[col], part.index, strict=True):
+                if policy != method:  # "DPO (beta=0.1)" -> "β=0.1", "RLOO step 8 (beta=0.05)" -> "step 8 β=0.05"
+                    text = policy[len(method):].strip().replace("(beta=", "β=").rstrip(")")
+                    ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xlabel("KL to SFT on its own greedy answers (nats per answer)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)

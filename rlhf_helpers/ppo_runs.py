@@ -457,14 +457,35 @@ def sweep_summary(results: Mapping[float, ppo.PPOResult], keys: Sequence[str] | 
     return pd.DataFrame(rows)
 
 
-def save_beta_sweep(results: Mapping[float, Any], paths: Paths) -> Path:
+SWEEP_POLICIES = "ppo_sweep"  # under checkpoints/: the beta sweep's final policies, one folder per beta
+
+
+def sweep_policy_dir(paths: Paths, beta: float) -> Path:
+    """Where :func:`save_beta_sweep` keeps the final policy of the run at ``beta``: ``checkpoints/ppo_sweep/beta_<beta>``."""
+    return paths.checkpoint(SWEEP_POLICIES) / f"beta_{beta:g}"
+
+
+def save_beta_sweep(results: Mapping[float, Any], paths: Paths, tokenizer: Any = None) -> Path:
     """Save a PPO beta sweep's logs (``{beta: PPOResult or list of log records}``, e.g. from
     :func:`beta_sweep`) as ``results/ppo_beta_sweep.jsonl`` -- one record per (beta, update),
-    with a ``beta`` field -- where :func:`load_ppo_logs` (notebook 06's proxy-vs-gold plot) finds it."""
+    with a ``beta`` field -- where :func:`load_ppo_logs` (notebook 06's proxy-vs-gold plot) finds it. Each run's
+    final policy, where it was kept (``beta_sweep(..., keep_policies=True)``), goes to :func:`sweep_policy_dir`
+    with ``tokenizer`` (``save_pretrained``, atomically; LoRA merged first), for notebook 07's frontier."""
     records = []
     for beta, res in results.items():
         history = res if isinstance(res, list | tuple) else res.history
         records += [{"beta": float(beta), **r} for r in history]
+        policy = getattr(res, "policy", None)
+        if policy is not None:
+            plain = copy.deepcopy(policy).merge_and_unload() if is_peft(policy) else policy
+
+            def write(tmp: Path, model: Any = plain) -> None:
+                with quiet_transformers():
+                    model.save_pretrained(tmp)
+                    if tokenizer is not None:
+                        tokenizer.save_pretrained(tmp)
+
+            atomic_dir(sweep_policy_dir(paths, float(beta)), write)
     return write_jsonl(records, paths.result(BETA_SWEEP_LOG))
 
 

@@ -39,7 +39,7 @@ class WordReward:
 @pytest.fixture
 def profile(tmp_path):
     beyond = dataclasses.replace(get_profile("tiny").beyond, dpo_betas=(0.1,), dpo_max_steps=2, dpo_batch_size=2,
-                                 online_max_steps=2, prompts_per_step=2, num_generations=2,
+                                 online_max_steps=2, online_snapshot_every=1, prompts_per_step=2, num_generations=2,
                                  max_completion_length=6, logging_steps=1, online_learning_rate=1e-2)
     return get_profile("tiny", paths=Paths(root=tmp_path), beyond=beyond,
                        eval=EvalConfig(max_new_tokens=6, batch_size=4, bootstrap_samples=200),
@@ -56,8 +56,9 @@ def inputs(tiny_tokenizer, make_tiny_model, tmp_path):
     make_tiny_model(seed=0).save_pretrained(tmp_path / "sft")
     sft = AutoModelForCausalLM.from_pretrained(tmp_path / "sft").eval()
     held = Heldout(PROMPTS, ["Use salt."] * 4, ["cooking"] * 4, ["seen_task", "seen_task", "unseen_task", "seen_task"])
+    ppo = beyond_ppo.MethodRun("PPO", 0.1, make_tiny_model(seed=1), [{"step": 1}], 12.5, math.nan, "not measured")
     return beyond_ppo.Inputs(sft, tiny_tokenizer, Dataset.from_list(PAIRS), PROMPTS, WordReward(),
-                             WordReward(), held, make_tiny_model(seed=1), 12.5)
+                             WordReward(), held, [ppo])
 
 
 def test_preference_data_renders_in_the_course_chat_format(tiny_tokenizer):
@@ -101,9 +102,15 @@ def test_dpo_and_ipo_train_a_copy_and_log_the_implicit_rewards(profile, inputs):
 def test_rloo_and_grpo_sample_groups_scored_by_the_reward_source(profile, inputs):
     before = _weights(inputs.sft)
     source = WordReward()
-    runs = [beyond_ppo.train_online(profile, "RLOO", inputs, 0.05, reward_source=source, progress=False),
-            beyond_ppo.train_online(profile, "GRPO", inputs, 0.0, progress=False)]
-    assert [r.label for r in runs] == ["RLOO (beta=0.05)", "GRPO (beta=0)"]
+    rloo = beyond_ppo.train_online(profile, "RLOO", inputs, 0.05, reward_source=source, progress=False)
+    grpo = beyond_ppo.train_online(profile, "GRPO", inputs, 0.0, progress=False)
+    assert [r.label for r in rloo + grpo] == ["RLOO step 1 (beta=0.05)", "RLOO (beta=0.05)", "GRPO step 1 (beta=0)",
+                                              "GRPO (beta=0)"]
+    snapshot, final = rloo
+    assert [h["step"] for h in snapshot.history] == [1] and [h["step"] for h in final.history] == [1, 2]
+    assert 0 < snapshot.seconds < final.seconds and not snapshot.model.training
+    assert any(not torch.equal(v, final.model.state_dict()[k]) for k, v in snapshot.model.state_dict().items())
+    runs = [final, grpo[-1]]
     # 2 steps x 2 prompts x 2 answers each, all scored by the source given (the default, inputs', for GRPO)
     assert sum(len(answers) for _, answers in source.calls) == 8
     assert all(p in PROMPTS for prompts, _ in source.calls for p in prompts)
@@ -113,21 +120,22 @@ def test_rloo_and_grpo_sample_groups_scored_by_the_reward_source(profile, inputs
     assert all(torch.equal(v, inputs.sft.state_dict()[k]) for k, v in before.items())
     with pytest.raises(ValueError, match="RLOO"):
         beyond_ppo.train_online(profile, "PPO", inputs, 0.1)
-    in_memory = dataclasses.replace(inputs, sft=inputs.ppo)  # built in memory: no checkpoint to reload
+    in_memory = dataclasses.replace(inputs, sft=inputs.ppo_runs[0].model)  # built in memory: no checkpoint
     with pytest.raises(ValueError, match="checkpoint"):
         beyond_ppo.train_online(profile, "RLOO", in_memory, 0.05)
 
 
 def _run(model, method, beta, seconds):
-    return beyond_ppo.MethodRun(method, beta, model, [{"step": 1, "rewards/margins": 0.5, "rewards/accuracies": 1.0}], seconds, 10.0, "CPU")
+    log = [{"step": 1, "rewards/margins": 0.5, "rewards/accuracies": 1.0}]
+    return beyond_ppo.MethodRun(method, beta, model, log, seconds, 10.0, "CPU")
 
 
 def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     runs = [_run(make_tiny_model(seed=2), "DPO", 0.1, 3.0), _run(inputs.sft, "GRPO", 0.0, 5.0)]
-    ev = beyond_ppo.evaluate_methods(profile, inputs, runs, progress=False)
-    table = beyond_ppo.method_table(ev, runs, inputs.ppo_seconds, split="seen_task")
-    overall = beyond_ppo.method_table(ev, runs, inputs.ppo_seconds)
-    assert list(table.index) == ["SFT", "PPO", "DPO (beta=0.1)", "GRPO (beta=0)"]
+    ev = beyond_ppo.evaluate_methods(profile, inputs, inputs.ppo_runs + runs, progress=False)
+    table = beyond_ppo.method_table(ev, inputs.ppo_runs + runs, split="seen_task")
+    overall = beyond_ppo.method_table(ev, inputs.ppo_runs + runs)
+    assert list(table.index) == ["SFT", "PPO (beta=0.1)", "DPO (beta=0.1)", "GRPO (beta=0)"]
     assert list(table.method) == ["SFT", "PPO", "DPO", "GRPO"]
     seen = np.array(ev.splits) == "seen_task"
     dpo = ev.runs["DPO (beta=0.1)"]
@@ -137,7 +145,7 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     assert all(table[k].dtype.kind == "i" for k in ("wins", "ties", "losses"))  # counts print as counts
     assert table.loc["SFT", "kl"] == 0 and table.loc["GRPO (beta=0)", "kl"] == pytest.approx(0, abs=1e-6)
     assert table.loc["DPO (beta=0.1)", "kl"] > 0
-    assert table.loc["PPO", "train_seconds"] == 12.5 and math.isnan(table.loc["SFT", "train_seconds"])
+    assert table.loc["PPO (beta=0.1)", "train_seconds"] == 12.5 and math.isnan(table.loc["SFT", "train_seconds"])
     for col in ("gold", "reward"):
         assert (table[f"{col}_low"] <= table[col]).all() and (table[col] <= table[f"{col}_high"]).all()
     text = beyond_ppo.reading(table, overall)
@@ -154,15 +162,37 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     assert table.loc["DPO (beta=0.1)", "kl"] == pytest.approx(dpo.kl[seen].mean())
     left, right = beyond_ppo.plot_frontier(table).axes
     for ax in (left, right):  # one point with error bars per method, a beta label per trained run
-        assert len(ax.containers) == 4 and sorted(t.get_text() for t in ax.texts) == ["β=0", "β=0.1"]
+        assert len(ax.containers) == 4 and sorted(t.get_text() for t in ax.texts) == ["β=0", "β=0.1", "β=0.1"]
     assert len(beyond_ppo.plot_dpo_training(runs).axes[0].lines) == 1  # the DPO run; GRPO logs no margins
     assert len(beyond_ppo.plot_time(table).axes[0].containers) == 3  # PPO, DPO, GRPO have training times
 
 
 def test_method_table_without_ppo_or_reward_model(profile, inputs, make_tiny_model):
     runs = [_run(make_tiny_model(seed=2), "DPO", 0.1, 3.0)]
-    bare = dataclasses.replace(inputs, ppo=None, reward_source=None)
+    bare = dataclasses.replace(inputs, ppo_runs=[], reward_source=None)
     table = beyond_ppo.method_table(beyond_ppo.evaluate_methods(profile, bare, runs, progress=False), runs)
     assert list(table.index) == ["SFT", "DPO (beta=0.1)"]
     assert table.reward.isna().all() and table.reward_low.isna().all() and table.gold.notna().all()
     assert "DPO (beta=0.1)" in beyond_ppo.reading(table)
+
+
+def test_ppo_runs_are_the_main_run_and_the_saved_sweep_policies(profile, make_tiny_model, tiny_tokenizer):
+    """Notebook 05's checkpoint and its beta sweep (saved by ppo_runs.save_beta_sweep), found by load_ppo_runs."""
+    from rlhf_helpers import ppo_runs
+    from rlhf_helpers.core.artifacts import PPO_INFO, PPO_LOG, write_json, write_jsonl
+    from rlhf_helpers.ppo import PPOResult
+
+    assert beyond_ppo.load_ppo_runs(profile) == []  # notebook 05 has not run: nothing, with a note
+    main = profile.paths.checkpoint("ppo")
+    make_tiny_model(seed=1).save_pretrained(main)
+    write_jsonl([{"step": 1, "time/update_s": 2.0}, {"step": 2, "time/update_s": 3.0}], main / PPO_LOG)
+    write_json(main / PPO_INFO, {"config": {"kl_coef": 0.1, "adaptive_kl": False}})
+    log = [{"step": 1, "time/update_s": 1.5}]
+    sweep = {0.0: PPOResult(log, [], make_tiny_model(seed=2), None), 1.0: PPOResult(log, [], None, None)}
+    ppo_runs.save_beta_sweep(sweep, profile.paths, tiny_tokenizer)
+    assert (ppo_runs.sweep_policy_dir(profile.paths, 0.0) / "tokenizer_config.json").exists()
+    assert not ppo_runs.sweep_policy_dir(profile.paths, 1.0).exists()  # a policy not kept is not saved
+    runs = beyond_ppo.load_ppo_runs(profile)
+    assert [(r.label, r.seconds) for r in runs] == [("PPO (beta=0.1)", 5.0), ("PPO sweep (beta=0)", 1.5)]
+    kept = sweep[0.0].policy.state_dict()
+    assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in kept.items())

@@ -268,6 +268,8 @@ class BeyondPPOConfig:
     grpo_betas: tuple[float, ...] = (0.0,)  # GRPO runs (TRL's default 0: no KL term at all)
     online_learning_rate: float = 4e-5  # RLOO and GRPO; tiny: at 2e-4, 12 steps reach KL 30+ and the gold score falls
     online_max_steps: int = 16  # optimizer steps of each RLOO / GRPO run (one fresh batch of samples each)
+    online_snapshot_every: int = 8  # also keep the policy every this many steps: more points on the frontier, as the
+    # DPO paper evaluates its runs along training (0 = the final policy only)
     num_generations: int = 4  # answers sampled per prompt: the group RLOO's baseline and GRPO's normaliser use
     prompts_per_step: int = 8  # prompts per step (x num_generations answers)
     max_completion_length: int = 64  # as PPO's response_length: a full tiny answer fits
@@ -325,7 +327,7 @@ def _colab() -> Profile:
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
         beyond=BeyondPPOConfig(dpo_betas=(0.1, 0.5), dpo_learning_rate=5e-7, dpo_max_steps=500, dpo_batch_size=8,
                                rloo_betas=(0.05, 0.5), grpo_betas=(0.0, 0.05), online_learning_rate=1e-6,
-                               online_max_steps=200, logging_steps=20),  # gpt2: TRL's learning rates
+                               online_max_steps=200, online_snapshot_every=50, logging_steps=20),  # gpt2: TRL's rates
     )
 
 
@@ -340,7 +342,7 @@ def _cpu() -> Profile:
         reward=RewardConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
         ppo=PPOConfig(total_updates=20, batch_size=16, mini_batch_size=4),
         beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=1e-4, dpo_max_steps=50, online_max_steps=10,
-                               online_learning_rate=1e-4),  # short runs, as the cpu profile's other stages
+                               online_snapshot_every=5, online_learning_rate=1e-4),  # short, as the other stages
     )
 
 
