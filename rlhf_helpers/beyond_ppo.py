@@ -186,9 +186,11 @@ def _log_last_step() -> Any:
     return LogLastStep()
 
 
-def _snapshots(every: int) -> Any:
+def _snapshots(every: int, template: Any) -> Any:
     """A ``TrainerCallback`` keeping a frozen copy of the policy every ``every`` steps before the last, with the
-    training seconds so far: ``.kept = [(step, seconds, model), ...]``."""
+    training seconds so far: ``.kept = [(step, seconds, model), ...]``. The weights are loaded into a copy of
+    ``template`` (the SFT policy): a deep copy of the model under training also copied the trainer's wrapped
+    ``forward``, which still ran the live model's weights."""
     from transformers import TrainerCallback
 
     class Snapshots(TrainerCallback):
@@ -202,7 +204,9 @@ def _snapshots(every: int) -> Any:
         def on_step_end(self, args, state, control, model=None, **kwargs):
             step = state.global_step
             if every > 0 and step % every == 0 and step < state.max_steps:
-                self.kept.append((step, time.perf_counter() - self.start, loading.frozen_copy(model)))
+                snapshot = loading.frozen_copy(template)
+                snapshot.load_state_dict(model.state_dict())
+                self.kept.append((step, time.perf_counter() - self.start, snapshot))
 
     return Snapshots()
 
@@ -259,7 +263,7 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
     model = loading.frozen_copy(inputs.sft).train().requires_grad_(True)
     source = inputs.reward_source if reward_source is None else reward_source
     batch = cfg.prompts_per_step * cfg.num_generations  # completions per optimizer step
-    snapshots = _snapshots(cfg.online_snapshot_every)
+    snapshots = _snapshots(cfg.online_snapshot_every, inputs.sft)
     with tempfile.TemporaryDirectory() as tmp:
         args = config_class(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta,
                             learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
