@@ -79,5 +79,7 @@ def test_course_beyond_ppo_compares_every_method_with_intervals(course_paths: Pa
     trained = table[table.method != "SFT"]
     assert ((trained.gold_low < trained.gold) & (trained.gold < trained.gold_high)).all()
     assert ((trained.win_low <= trained.win_rate) & (trained.win_rate <= trained.win_high)).all()
-    assert (trained.train_seconds > 0).all() and (trained.kl > 0).all()
+    assert (trained.train_seconds > 0).all() and trained.kl.notna().all()
+    final = trained[~trained.index.str.contains("step")]  # a step-k snapshot may sit at SFT: k1 can be <= 0 there
+    assert (final.kl > 0).all(), final.kl
     assert table[table.method == "DPO"].win_rate.max() >= 0.70, table[["win_rate", "win_low", "kl"]]
