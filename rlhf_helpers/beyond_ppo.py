@@ -149,9 +149,9 @@ def load_ppo_runs(profile: Profile) -> list[MethodRun]:
     sweep = profile.paths.result(BETA_SWEEP_LOG)
     records = read_records(sweep) if sweep.exists() else []
     for beta in sorted({r["beta"] for r in records}):
-        if (sweep_policy_dir(profile.paths, beta) / "config.json").exists():
-            log = [r for r in records if r["beta"] == beta]
-            found.append((beta, "sweep", sweep_policy_dir(profile.paths, beta), log))
+        folder = sweep_policy_dir(profile.paths, beta)
+        if (folder / "config.json").exists():
+            found.append((beta, "sweep", folder, [r for r in records if r["beta"] == beta]))
     runs = []
     for beta, variant, folder, log in found:
         with loading.quiet_transformers():

@@ -157,8 +157,8 @@ def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = 
 def make_accelerator(mixed_precision: str = "auto", gradient_accumulation_steps: int = 1,
                      model_type: str | None = None) -> Any:
     """An ``accelerate.Accelerator`` whose mixed precision follows :func:`precision` for a model of ``model_type``
-    (``"auto"``) or the setting given (``no|fp16|bf16``). accelerate's state is per process and cannot change: if an earlier run in this
-    process set another precision, that one is kept (with a note)."""
+    (``"auto"``) or the setting given (``no|fp16|bf16``). accelerate's state is per process and cannot change: if
+    an earlier run in this process set another precision, that one is kept (with a note)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import GradientAccumulationPlugin
