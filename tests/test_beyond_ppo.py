@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -134,9 +135,15 @@ def _run(model, method, beta, seconds):
 
 def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     runs = [_run(make_tiny_model(seed=2), "DPO", 0.1, 3.0), _run(inputs.sft, "GRPO", 0.0, 5.0)]
-    ev = beyond_ppo.evaluate_methods(profile, inputs, inputs.ppo_runs + runs, progress=False)
+    every = dataclasses.replace(profile, beyond=dataclasses.replace(profile.beyond, eval_split=""))
+    ev = beyond_ppo.evaluate_methods(every, inputs, inputs.ppo_runs + runs, progress=False)
+    assert beyond_ppo.evaluated_prompts(ev) == "4 held-out prompts"
     table = beyond_ppo.method_table(ev, inputs.ppo_runs + runs, split="seen_task")
     overall = beyond_ppo.method_table(ev, inputs.ppo_runs + runs)
+    seen_only = beyond_ppo.evaluate_methods(profile, inputs, inputs.ppo_runs + runs, progress=False)  # eval_split
+    assert seen_only.prompts == [p for p, s in zip(PROMPTS, inputs.heldout.splits) if s == "seen_task"]
+    assert beyond_ppo.evaluated_prompts(seen_only) == "3 seen-task held-out prompts"
+    pd.testing.assert_frame_equal(beyond_ppo.method_table(seen_only, inputs.ppo_runs + runs), table)
     assert list(table.index) == ["SFT", "PPO (beta=0.1)", "DPO (beta=0.1)", "GRPO (beta=0)"]
     assert list(table.method) == ["SFT", "PPO", "DPO", "GRPO"]
     seen = np.array(ev.splits) == "seen_task"
@@ -150,14 +157,13 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     assert table.loc["PPO (beta=0.1)", "train_seconds"] == 12.5 and math.isnan(table.loc["SFT", "train_seconds"])
     for col in ("gold", "reward"):
         assert (table[f"{col}_low"] <= table[col]).all() and (table[col] <= table[f"{col}_high"]).all()
-    text = beyond_ppo.reading(table, overall)
+    text = beyond_ppo.reading(table)
     assert f"gold {table.loc['DPO (beta=0.1)', 'gold']:.3f}" in text and "GRPO (beta=0)" in text
-    paths = beyond_ppo.save_results(table, runs, profile.paths, overall)
+    paths = beyond_ppo.save_results(table, runs, profile.paths, "3 seen-task held-out prompts")
     logs = read_records(paths[1])
-    assert text in paths[2].read_text() and "| DPO (beta=0.1) | DPO |" in paths[2].read_text()
+    summary = paths[2].read_text()
+    assert text in summary and "| DPO (beta=0.1) | DPO |" in summary and "On 3 seen-task held-out prompts" in summary
     assert [(r["method"], r["step"]) for r in logs] == [("DPO", 1), ("GRPO", 1)]
-    import pandas as pd
-
     saved = pd.read_csv(paths[0], index_col=0)
     assert list(saved.index) == list(table.index)
     np.testing.assert_allclose(overall.loc["DPO (beta=0.1)", "kl"], dpo.kl.mean())  # the slice's KL is its own
@@ -198,3 +204,16 @@ def test_ppo_runs_are_the_main_run_and_the_saved_sweep_policies(profile, make_ti
     assert [(r.label, r.seconds) for r in runs] == [("PPO (beta=0.1)", 5.0), ("PPO sweep (beta=0)", 1.5)]
     kept = sweep[0.0].policy.state_dict()
     assert all(torch.equal(v, runs[1].model.state_dict()[k]) for k, v in kept.items())
+
+
+def test_reading_explains_a_negative_kl():
+    row = dict(gold_low=0.0, gold_high=1.0, win_rate=0.8, win_high=0.9, wins=8, ties=1, losses=1)
+    table = pd.DataFrame([{"method": "SFT", "gold": 0.5, "win_low": 0.5, "kl": 0.0, "train_seconds": math.nan, **row},
+                          {"method": "RLOO", "gold": 0.6, "win_low": 0.6, "kl": -0.1, "train_seconds": 9.0, **row},
+                          {"method": "DPO", "gold": 0.7, "win_low": 0.7, "kl": 1.2, "train_seconds": 3.0, **row}],
+                         index=["SFT", "RLOO (beta=0.05)", "DPO (beta=0.1)"])
+    text = beyond_ppo.reading(table)
+    assert "Of the 2 policies that beat SFT, RLOO (beta=0.05) moved least (KL -0.10, below 0:" in text
+    assert "DPO (beta=0.1) trained fastest (3 s)" in text and "Highest gold score: DPO (beta=0.1) (0.700" in text
+    table.loc["RLOO (beta=0.05)", "kl"] = 0.1
+    assert "moved least (KL 0.10) and" in beyond_ppo.reading(table)

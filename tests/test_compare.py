@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rlhf_helpers.core import compare
-from rlhf_helpers.core.text_metrics import rouge_scores
+from rlhf_helpers.core.text_metrics import ROUGE_TYPES, rouge_scores
 from rlhf_helpers.judge import GoldJudge
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see conftest
@@ -88,6 +88,23 @@ def test_evaluation_is_deterministic_and_complete(tiny_tokenizer, make_tiny_mode
     s1, s2 = _evaluate(ppo, do_sample=True, seed=1), _evaluate(ppo, do_sample=True, seed=1)
     assert s1.runs["ppo"].responses == s2.runs["ppo"].responses
     assert _evaluate(ppo, do_sample=True, seed=2).runs["ppo"].responses != s1.runs["ppo"].responses
+
+
+def test_without_text_metrics_only_rouge_and_bleu_are_missing(tiny_tokenizer, make_tiny_model):
+    from rlhf_helpers.core.config import EvalConfig
+
+    policies = _policies(tiny_tokenizer, make_tiny_model)
+    cfg = EvalConfig(max_new_tokens=6, batch_size=4, bootstrap_samples=200)
+    refs = [f"A reference answer about {p.split()[-1]}" for p in PROMPTS]
+    full = compare.evaluate_policies(policies, PROMPTS, refs, _LengthReward(), GoldJudge(), cfg, progress=False)
+    lean = compare.evaluate_policies(policies, PROMPTS, refs, _LengthReward(), GoldJudge(), cfg, progress=False,
+                                     text_metrics=False)
+    text_cols = [*ROUGE_TYPES, "bleu"]
+    assert lean.results[text_cols].isna().all().all() and full.results[text_cols].notna().all().all()
+    rest = [c for c in compare.RESULT_COLUMNS if c not in text_cols]
+    assert lean.results[rest].equals(full.results[rest])
+    assert any("ROUGE and BLEU not computed" in n for n in lean.notes)
+    assert not any("ROUGE" in n for n in full.notes)
 
 
 def test_missing_reference_and_reward_leave_notes(tiny_tokenizer, make_tiny_model):

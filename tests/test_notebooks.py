@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rlhf_helpers.core.artifacts import REPO_ROOT, STAGES, Paths
+from rlhf_helpers.core.artifacts import REPO_ROOT, STAGES, Paths, read_records
 from rlhf_helpers.runner import course_notebooks, execute_notebook
 
 NOTEBOOKS = course_notebooks()
@@ -83,3 +83,9 @@ def test_course_beyond_ppo_compares_every_method_with_intervals(course_paths: Pa
     final = trained[~trained.index.str.contains("step")]  # a step-k snapshot may sit at SFT: k1 can be <= 0 there
     assert (final.kl > 0).all(), final.kl
     assert table[table.method == "DPO"].win_rate.max() >= 0.70, table[["win_rate", "win_low", "kl"]]
+    logs = pd.DataFrame(read_records(course_paths.result("beyond_ppo_logs.jsonl")))
+    for (method, beta), log in logs.dropna(subset=["rewards/margins"]).groupby(["method", "beta"]):
+        # notebook 07: "the margin grows and the accuracy climbs over the run" (on the training batches)
+        first, last = log.iloc[0], log.iloc[-1]
+        assert last["rewards/margins"] > first["rewards/margins"], (method, beta, log["rewards/margins"].tolist())
+        assert last["rewards/accuracies"] > first["rewards/accuracies"], (method, beta, log["rewards/accuracies"].tolist())
