@@ -82,6 +82,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .core.artifacts import DATA_INFO, atomic_dir, read_json, write_json, write_jsonl
 from .core.chat import ASSISTANT_PREFIX as ASSISTANT
 from .core.config import DataConfig, Profile
+from .core.hub import resolve
 from .core.loading import quiet_datasets
 
 if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data_prep` stays cheap
@@ -637,6 +638,7 @@ def read_rows(source: str | Path, split: str = "train", *, max_bytes: int | None
     ``max_bytes`` / ``max_record_chars`` bound what is read from a file (default :data:`MAX_BYTES` /
     :data:`MAX_RECORD_CHARS`); reading stops with a :class:`DataFormatError` as soon as one is passed.
     """
+    source = resolve(source)  # a Hub id mapped to a local file by $RLHF_HUB_MAP
     path, name = Path(source), str(source)
     limits = _Limits.of(max_bytes, max_record_chars)
     if path.is_dir():

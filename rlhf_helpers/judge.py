@@ -53,6 +53,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .core.hub import resolve
 from .core.loading import precision
 
 if TYPE_CHECKING:
@@ -420,8 +421,8 @@ class HubJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = self.device or precision().device
-        self._tokenizer = AutoTokenizer.from_pretrained(self.name)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.name).to(self.device).eval()
+        self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.name))
+        self._model = AutoModelForSequenceClassification.from_pretrained(resolve(self.name)).to(self.device).eval()
 
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """The judge's logits, float32 tensor ``[B]`` on CPU."""

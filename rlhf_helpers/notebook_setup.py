@@ -6,6 +6,7 @@ import os
 import platform
 
 from .core.config import Profile, get_profile
+from .core.hub import hub_map
 from .core.loading import precision
 
 TINY_THREADS = 2  # torch threads of the tiny profile (fewer where the machine has fewer): the course's runs use 2
@@ -57,6 +58,7 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
     elif prof.name == "tiny":  # pinned: the thread count decides the order of float sums, so the numbers
         torch.set_num_threads(min(TINY_THREADS, torch.get_num_threads()))
     set_seed(prof.seed)  # Python, NumPy and torch (CPU and CUDA)
+    mapped = hub_map()  # read here, so that a wrong $RLHF_HUB_MAP entry fails in the first cell
     if verbose:
         versions = library_versions()
         print(f"profile : {prof.name}   (set RLHF_PROFILE=tiny|colab|cpu to change)")
@@ -64,5 +66,7 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
         print(f"precision: {precision().reason}   (per model family where it matters: core.loading.precision)")
         print(f"seed    : {prof.seed}   (set RLHF_SEED to change; `make seeds` runs 0, 1 and 2)")
         print(f"outputs : {prof.paths.root}")
+        for name, local in mapped.items():
+            print(f"local   : {name} -> {local}   ($RLHF_HUB_MAP)")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     return prof

@@ -64,6 +64,7 @@ from . import judge
 from .core import artifacts, chat, loading
 from .core.artifacts import LOG_HISTORY, REWARD_INFO, STAGES
 from .core.config import Profile, RewardConfig
+from .core.hub import resolve
 from .sft_full import MERGED
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ def load_reward_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     gets only here, before the template is applied."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = AutoTokenizer.from_pretrained(resolve(source))
     if tokenizer.eos_token is None:  # BERT-style encoders: their end-of-text token is [SEP]
         tokenizer.eos_token = tokenizer.sep_token or tokenizer.cls_token
     chat.apply_template(tokenizer)  # sets pad = eos when there is no pad
@@ -144,13 +145,13 @@ def load_backbone(
     from transformers import AutoModelForSequenceClassification
     from trl.trainer.reward_trainer import suppress_seqcls_warning
 
-    source = base if base is not None else backbone_source(profile)
+    source = resolve(base if base is not None else backbone_source(profile))  # a Hub id: via $RLHF_HUB_MAP
     tokenizer = load_reward_tokenizer(source)
-    local = Path(str(source)).exists()
+    local = Path(source).exists()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(profile.reward.seed if seed is None else seed)
         with suppress_seqcls_warning(), loading.quiet_transformers() if local else contextlib.nullcontext():
-            model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1,
+            model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1,
                                                                        dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the added <|pad|> token
         model.resize_token_embeddings(len(tokenizer))
@@ -776,8 +777,8 @@ class HubClassifierSource:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name)
-        self.model = AutoModelForSequenceClassification.from_pretrained(model_name, dtype=torch.float32)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolve(model_name))
+        self.model = AutoModelForSequenceClassification.from_pretrained(resolve(model_name), dtype=torch.float32)
         self.model.to(device or loading.precision().device).eval()
         labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
         if label.upper() not in labels:

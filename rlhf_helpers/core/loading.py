@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chat import apply_template
 from .config import ModelConfig, Profile, QLoRAConfig, TrainSchedule, has_cuda
+from .hub import resolve
 
 if TYPE_CHECKING:
     import torch
@@ -85,7 +86,7 @@ def model_type(path_or_name: str | Path) -> str | None:
 
     try:
         with quiet_transformers():
-            return AutoConfig.from_pretrained(str(path_or_name)).model_type
+            return AutoConfig.from_pretrained(resolve(path_or_name)).model_type
     except (OSError, ValueError):
         return None
 
@@ -206,7 +207,7 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with the course's chat template (and pad token) applied."""
     from transformers import AutoTokenizer
 
-    return apply_template(AutoTokenizer.from_pretrained(str(path_or_name)))
+    return apply_template(AutoTokenizer.from_pretrained(resolve(path_or_name)))
 
 
 def load_causal_lm(
@@ -216,9 +217,10 @@ def load_causal_lm(
     **kwargs: Any,
 ) -> PreTrainedModel:
     """``AutoModelForCausalLM.from_pretrained`` in the resolved dtype, moved to ``device`` (default: cuda if
-    available, else cpu). ``kwargs`` go to ``from_pretrained``."""
+    available, else cpu). ``kwargs`` go to ``from_pretrained``; a Hub id goes through ``$RLHF_HUB_MAP``."""
     from transformers import AutoModelForCausalLM
 
+    path_or_name = resolve(path_or_name)
     spec = profile_or_dtype.model if isinstance(profile_or_dtype, Profile) else profile_or_dtype
     auto = (spec.dtype if isinstance(spec, ModelConfig) else spec) == "auto"
     dtype = resolve_dtype(spec, model_type(path_or_name) if auto and has_cuda() else None)
@@ -308,6 +310,7 @@ def load_4bit(
         return load_causal_lm(path_or_name, "auto", device=device, **kwargs)
     from transformers import AutoModelForCausalLM
 
+    path_or_name = resolve(path_or_name)
     device = device or precision().device
     dtype = resolve_dtype("auto", model_type(path_or_name))  # also the 4-bit layers' compute dtype
     try:
