@@ -1144,26 +1144,49 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ figures
+COURSE_ANNOTATIONS = ("topic", "failure", "label_noise")  # what the course generator writes beside each pair
+
+
+def has_course_annotations(prefs: pd.DataFrame) -> bool:
+    """Do the preference pairs carry the course data's annotations (:data:`COURSE_ANNOTATIONS`)? Hub data does not:
+    the cells and plots that read them apply to the course data only."""
+    return all(c in prefs.columns for c in COURSE_ANNOTATIONS)
+
+
 def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> Figure:
     """Four panels: answer lengths, topics, failure types (clean vs label noise), SFT demonstration quality.
 
     ``sft`` has prompt/response/topic/quality columns; ``prefs`` prompt/chosen/rejected/topic/failure/label_noise.
+    Without the course's annotations (:func:`has_course_annotations`, e.g. Hub data): the answer lengths only
+    (SFT response, chosen, rejected), with the 50th and 95th percentiles of the chosen answers' lengths.
     """
     import matplotlib.pyplot as plt
+    import numpy as np
     import pandas as pd
 
     from .core.plots import color
 
-    noisy = prefs["label_noise"].astype(bool)
+    course = has_course_annotations(prefs)
+    noisy = prefs["label_noise"].astype(bool) if course else pd.Series(False, index=prefs.index)
     better = prefs["chosen"].where(~noisy, prefs["rejected"])  # on flipped pairs the stored 'chosen' is worse
     worse = prefs["rejected"].where(~noisy, prefs["chosen"])
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7))
-    ax = axes[0, 0]
-    bins = range(0, 110, 4)
-    texts = (("SFT response", sft["response"]), ("better answer", better), ("worse answer", worse))
-    for i, (label, column) in enumerate(texts):
-        ax.hist([len(str(t).split()) for t in column], bins=bins, alpha=0.5, color=color(i), label=label)
+    words = {label: [len(str(t).split()) for t in column] for label, column in
+             (("SFT response", sft["response"]), ("better answer" if course else "chosen", better),
+              ("worse answer" if course else "rejected", worse))}
+    top = max(max(v, default=0) for v in words.values())
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7)) if course else plt.subplots(1, 1, figsize=(7, 4))
+    ax = axes[0, 0] if course else axes
+    bins = np.linspace(0, max(top, 10), 28)
+    for i, (label, lengths) in enumerate(words.items()):
+        ax.hist(lengths, bins=bins, alpha=0.5, color=color(i), label=label)
     ax.set(title="answer length", xlabel="words per answer", ylabel="answers")
+    if not course:
+        chosen = list(words.values())[1]
+        for q, style in ((50, "--"), (95, ":")):
+            ax.axvline(np.percentile(chosen, q), color="black", linestyle=style, linewidth=1, label=f"chosen: {q}th pct")
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        return fig
     ax.legend(loc="best", fontsize=8)
     topics = pd.DataFrame({"SFT": sft["topic"].value_counts(), "preferences": prefs["topic"].value_counts()})
     topics.sort_index().plot.barh(ax=axes[0, 1], title="topics", color=[color(0), color(1)])

@@ -668,6 +668,15 @@ def test_data_figures_draw_every_panel(tmp_path):
     assert [ax.get_title() for ax in fig.axes[:4]] == ["answer length", "topics", "failure shown by the worse answer",
                                                         "SFT demonstrations by quality"]
     plt.close(fig)
+    hub = prefs[["prompt", "chosen", "rejected"]]  # Hub data: none of the course's annotations
+    assert data_prep.has_course_annotations(prefs) and not data_prep.has_course_annotations(hub)
+    fig = data_prep.data_overview(sft[["prompt", "response"]], hub)
+    (ax,) = fig.axes
+    labels = ax.get_legend_handles_labels()[1]
+    assert ax.get_title() == "answer length"
+    assert labels == ["SFT response", "chosen", "rejected", "chosen: 50th pct", "chosen: 95th pct"]
+    assert ax.lines[0].get_xdata()[0] == 1.5  # the median of the chosen answers' 2 and 1 words
+    plt.close(fig)
     table = pd.DataFrame({"polite": [0.2, 0.9], "concise": [1.0, 0.5]}, index=["rude", "vague"])
     fig = data_prep.judge_heatmap(table, "criteria")
     assert [t.get_text() for t in fig.axes[0].texts] == ["0.20", "1.00", "0.90", "0.50"]

@@ -45,6 +45,23 @@ def test_course_notebook_executes(notebook: Path, course_paths: Paths):
 
 
 @pytest.mark.notebook
+def test_data_notebook_runs_on_hub_shaped_stand_ins(tmp_path_factory, monkeypatch):
+    """Notebook 01 on the colab profile's code path, offline: its Hub ids (gpt2, the Dahoas dataset) mapped by
+    $RLHF_HUB_MAP to stand-ins of their shape; the course-data-only cells say so and skip."""
+    from rlhf_helpers.core import hub, standins
+
+    root = tmp_path_factory.mktemp("colab")
+    monkeypatch.setenv(hub.ENV, standins.build(root / "standins", REPO_ROOT / "data"))
+    paths = Paths(root=root / "outputs", data_dir=REPO_ROOT / "data")
+    run = execute_notebook(REPO_ROOT / "notebooks" / "01_data_preparation.ipynb", paths, profile="colab")
+    text = "\n".join(o.get("text", "") for c in nbformat.read(str(run.executed_copy), 4).cells
+                     if c.cell_type == "code" for o in c.outputs)
+    assert "profile : colab" in text and f"local   : gpt2 -> {root / 'standins' / 'gpt2'}" in text
+    assert "Course data only" in text and "GPT2LMHeadModel" in text
+    assert paths.finished("data") and paths.plot("data_overview.png").exists()
+
+
+@pytest.mark.notebook
 def test_course_ppo_beats_sft_on_heldout_prompts(course_paths: Paths):
     """The bar of the PPO stage on the tiny profile, read from notebook 05's tables (it runs after the notebooks):
     PPO gets a higher learned reward than SFT on the held-out prompts and, on the seen-task slice (the headline),

@@ -1,0 +1,54 @@
+"""Hub-shaped stand-ins, built offline from the course data, for running the Hub profiles' code paths without the Hub.
+
+No machine of this project reaches the Hub. These stand-ins have the *shape* of what the ``colab`` profile loads
+(not its knowledge): a GPT-2-architecture model whose tokenizer, like ``gpt2``'s, has no pad token and no chat
+template, and a preference file shaped like ``Dahoas/synthetic-instruct-gptj-pairwise`` (``prompt``/``chosen``/
+``rejected`` and nothing else: none of the course data's annotations). :func:`build` writes both and the
+``$RLHF_HUB_MAP`` value that points the profile's Hub ids at them (:mod:`rlhf_helpers.core.hub`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .base_model import build_tiny_model, course_texts, train_tokenizer
+from .config import ModelConfig
+
+GPT2 = "gpt2"
+DAHOAS = "Dahoas/synthetic-instruct-gptj-pairwise"
+
+
+def gpt2_standin(out: Path, data_dir: Path, cfg: ModelConfig | None = None, seed: int = 0) -> Path:
+    """Save (``save_pretrained``) a random GPT-2-architecture model sized by ``cfg`` (default: 2 layers of 64) with a
+    byte-level BPE tokenizer trained on the course texts: ``<|endoftext|>`` is its bos/eos/unk, and as in ``gpt2``
+    it has no pad token and no chat template (the course's loaders add both)."""
+    cfg = cfg or ModelConfig(n_embd=64, n_layer=2, n_head=2, n_positions=512)
+    tokenizer = train_tokenizer(course_texts(data_dir), vocab_size=1024, model_max_length=1024)
+    model = build_tiny_model(cfg, tokenizer, seed)
+    model.config.pad_token_id = model.generation_config.pad_token_id = None
+    tokenizer.pad_token = None
+    tokenizer.chat_template = None
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def dahoas_standin(out: Path, data_dir: Path, rows: int = 1000) -> Path:
+    """Write the first ``rows`` course preference pairs as ``prompt``/``chosen``/``rejected`` JSON lines (the columns
+    of ``Dahoas/synthetic-instruct-gptj-pairwise``), dropping the course's own columns (topic, failure, ...)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / "preferences.jsonl", encoding="utf-8") as f:
+        pairs = [json.loads(line) for _, line in zip(range(rows), f, strict=False)]
+    out.write_text("".join(json.dumps({k: p[k] for k in ("prompt", "chosen", "rejected")}) + "\n" for p in pairs),
+                   encoding="utf-8")
+    return out
+
+
+def build(out: Path, data_dir: Path, rows: int = 1000) -> str:
+    """Both stand-ins under ``out``; returns the ``$RLHF_HUB_MAP`` value that maps ``gpt2`` and the Dahoas id to
+    them."""
+    model = gpt2_standin(Path(out) / "gpt2", data_dir)
+    data = dahoas_standin(Path(out) / "dahoas.jsonl", data_dir, rows)
+    return f"{GPT2}={model};{DAHOAS}={data}"
