@@ -141,7 +141,7 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     table = beyond_ppo.method_table(ev, inputs.ppo_runs + runs, split="seen_task")
     overall = beyond_ppo.method_table(ev, inputs.ppo_runs + runs)
     seen_only = beyond_ppo.evaluate_methods(profile, inputs, inputs.ppo_runs + runs, progress=False)  # eval_split
-    assert seen_only.prompts == [p for p, s in zip(PROMPTS, inputs.heldout.splits) if s == "seen_task"]
+    assert seen_only.prompts == [p for p, s in zip(PROMPTS, inputs.heldout.splits, strict=True) if s == "seen_task"]
     assert beyond_ppo.evaluated_prompts(seen_only) == "3 seen-task held-out prompts"
     pd.testing.assert_frame_equal(beyond_ppo.method_table(seen_only, inputs.ppo_runs + runs), table)
     assert list(table.index) == ["SFT", "PPO (beta=0.1)", "DPO (beta=0.1)", "GRPO (beta=0)"]
