@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 
-from .core.config import Profile, get_profile
+from .core.config import SETTINGS_ENV, Profile, get_profile
 from .core.hub import hub_map
 from .core.loading import precision
 
@@ -66,6 +66,8 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
         print(f"precision: {precision().reason}   (per model family where it matters: core.loading.precision)")
         print(f"seed    : {prof.seed}   (set RLHF_SEED to change; `make seeds` runs 0, 1 and 2)")
         print(f"outputs : {prof.paths.root}")
+        if os.environ.get(SETTINGS_ENV, "").strip():  # already applied by get_profile
+            print(f"settings: {os.environ[SETTINGS_ENV].strip()}   (${SETTINGS_ENV})")
         for name, local in mapped.items():
             print(f"local   : {name} -> {local}   ($RLHF_HUB_MAP)")
         print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))

@@ -74,3 +74,39 @@ def test_ppo_config_errors_name_the_field():
         dataclasses.replace(PPOConfig(), short_run_learning_rate=0.0)  # replace() checks too
     for name in ("tiny", "colab", "cpu"):  # every profile's PPO settings (notebook 05's sweep included) are valid
         assert get_profile(name).ppo.batch_size > 0
+
+
+def test_single_settings_from_rlhf_set(monkeypatch):
+    tiny = get_profile("tiny")
+    p = config.apply_settings(tiny, " sft.max_steps=20; ppo.learning_rate=1 ;model.name=gpt2;beyond.dpo_betas=(0.2, 0.4);"
+                                    "ppo.short_run_learning_rate=3e-4;ppo.use_lora=True;ppo.sweep_betas=[0.5]")
+    assert p.sft.max_steps == 20 and p.ppo.learning_rate == 1.0 and isinstance(p.ppo.learning_rate, float)
+    assert p.model.name == "gpt2" and p.beyond.dpo_betas == (0.2, 0.4) and p.ppo.sweep_betas == [0.5]
+    assert p.ppo.short_run_learning_rate == 3e-4 and p.ppo.use_lora is True
+    assert p.qlora == tiny.qlora and tiny.sft == get_profile("tiny").sft  # nothing else changes, the original neither
+    p = config.apply_settings(get_profile("cpu"), 'qlora.base=None;model.name="org/model";ppo.missing_eos_penalty=None;'
+                                                  "ppo.lora_target_modules=['c_attn'];data.source=123")
+    assert p.qlora.base is None and p.model.name == "org/model" and p.ppo.missing_eos_penalty is None
+    assert p.ppo.lora_target_modules == ["c_attn"] and p.data.source == "123"  # a number where text fits: the text
+    monkeypatch.setenv(config.SETTINGS_ENV, "reward.max_steps=7")
+    assert get_profile("tiny").reward.max_steps == 7 and get_profile("tiny", seed=3).reward.seed == 3
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("sft.max_stepz=3", "SFTConfig has no field 'max_stepz' \\(fields: .*max_steps"),
+    ("max_steps=3", "'max_steps=3' is not section.field=value \\(sections: model, data, generation, sft"),
+    ("paths.root=/tmp", "RLHF_OUTPUT_DIR"),
+    ("seed=3", "RLHF_SEED"),
+    ("sft.max_steps", "not section.field=value"),
+    ("sft.max_steps=many", "'sft.max_steps=many': expected int$"),
+    ("ppo.short_run_learning_rate=fast", "expected float | None"),
+    ("beyond.dpo_betas=('a',)", r"expected tuple\[float, \.\.\.\]"),
+    ("sft.max_steps=2.5", "expected int"),
+    ("ppo.use_lora=1", "expected bool"),
+    ("beyond.num_generations=1", "BeyondPPOConfig: num_generations must be >= 2"),
+    ("beyond.dpo_betas=(0.0,)", "BeyondPPOConfig: betas must be >= 0 \\(DPO's > 0"),
+    ("ppo.batch_size=0", "RLHF_SET: 'ppo.batch_size=0': .*batch_size must be positive"),  # the section's checks run
+])
+def test_a_bad_setting_is_named(text, message):
+    with pytest.raises(ValueError, match=message):
+        config.apply_settings(get_profile("tiny"), text)

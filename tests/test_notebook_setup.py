@@ -27,5 +27,9 @@ def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
         monkeypatch.setenv("RLHF_TORCH_THREADS", "two")
         with pytest.raises(ValueError, match="RLHF_TORCH_THREADS"):
             notebook_setup.start("tiny", verbose=False)
+        monkeypatch.delenv("RLHF_TORCH_THREADS")
+        monkeypatch.setenv("RLHF_SET", "sft.max_steps=5")
+        assert notebook_setup.start("tiny").sft.max_steps == 5
+        assert "settings: sft.max_steps=5   ($RLHF_SET)" in capsys.readouterr().out
     finally:
         torch.set_num_threads(before)

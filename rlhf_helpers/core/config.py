@@ -5,18 +5,22 @@ A *profile* groups the per-stage configs. Three exist:
 * ``tiny``  – offline, CPU only: a tokenizer and a ~1M-parameter GPT-2 built from the
   course's own data, the whole course in minutes. The tests run this profile.
 * ``colab`` – a 16 GB T4-class GPU with the Hugging Face Hub: gpt2 on
-  ``Dahoas/synthetic-instruct-gptj-pairwise``, QLoRA of a 0.5B-class model.
+  ``Dahoas/synthetic-instruct-gptj-pairwise``, QLoRA of the same gpt2.
 * ``cpu``   – a laptop with internet and no GPU: a small hub model, short runs.
 
 :func:`get_profile` picks one from its argument, else ``$RLHF_PROFILE``, else the hardware
-(a CUDA GPU -> ``colab``, none -> ``tiny``). :class:`Paths` decides where every stage's
-artifacts live, so a later notebook finds an earlier stage's output by itself.
+(a CUDA GPU -> ``colab``, none -> ``tiny``); ``$RLHF_SET`` changes single settings of it
+(:func:`apply_settings`). :class:`Paths` decides where every stage's artifacts live, so a later notebook finds an
+earlier stage's output by itself.
 """
 
 from __future__ import annotations
 
+import ast
 import os
-from dataclasses import asdict, dataclass, field, replace
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .artifacts import Paths
@@ -280,6 +284,24 @@ class BeyondPPOConfig:
     # words, the headline of notebooks 05-06; "" or a slice the data lacks = every prompt). Tiny: 160 of 220 prompts
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Settings no trainer could run with raise a ValueError naming the field (also on ``replace``)."""
+        betas = (*self.dpo_betas, self.ipo_beta, *self.rloo_betas, *self.grpo_betas)
+        checks = [
+            (all(b >= 0 for b in betas) and all(b > 0 for b in self.dpo_betas),
+             "betas must be >= 0 (DPO's > 0: the implicit reward divides by beta)"),
+            (self.dpo_max_steps > 0 and self.dpo_batch_size > 0, "dpo_max_steps and dpo_batch_size must be positive"),
+            (self.online_max_steps > 0 and self.prompts_per_step > 0, "online_max_steps and prompts_per_step must be positive"),
+            (self.num_generations >= 2, "num_generations must be >= 2 (RLOO's baseline is the other answers' mean)"),
+            (self.online_snapshot_every >= 0, "online_snapshot_every must be >= 0 (0 = the final policy only)"),
+            (self.max_completion_length > 0 and self.temperature > 0, "max_completion_length and temperature must be > 0"),
+            (self.dpo_learning_rate > 0 and self.online_learning_rate > 0, "learning rates must be > 0"),
+            (self.logging_steps > 0, "logging_steps must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"BeyondPPOConfig: {message}")
+
 
 @dataclass
 class Profile:
@@ -388,10 +410,84 @@ def resolve_seed() -> int | None:
     return int(text)
 
 
+SETTINGS_ENV = "RLHF_SET"
+
+
+def _typed(value: Any, hint: Any) -> tuple[bool, Any]:
+    """``(fits, value)``: does ``value`` fit the type ``hint`` (unions, ``None``, tuples and lists of a type
+    included)? An int fits a float setting (as a float), a bool only a bool one."""
+    if hint is Any:
+        return True, value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        for member in args:
+            fits, typed = _typed(value, member)
+            if fits:
+                return True, typed
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False, value
+        element = args[0] if args else Any
+        items = [_typed(v, element) for v in value]
+        return all(fits for fits, _ in items), origin(typed for _, typed in items)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return True, float(value)
+    if hint in (int, float) and isinstance(value, bool):
+        return False, value
+    return isinstance(value, hint), value
+
+
+def _setting_value(key: str, text: str, hint: Any) -> Any:
+    """``text`` as a value of type ``hint``: a Python literal (``3``, ``1e-4``, ``None``, ``(0.1, 0.5)``, ``True``,
+    ``"gpt2"``), or the text itself where a string fits (``gpt2``)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    fits, typed = _typed(value, hint)
+    if not fits and not isinstance(value, str):
+        fits, typed = _typed(text, hint)  # e.g. a model name that parses as a number
+    if not fits:
+        raise ValueError(f"{SETTINGS_ENV}: '{key}={text}': expected {hint.__name__ if isinstance(hint, type) else hint}")
+    return typed
+
+
+def apply_settings(profile: Profile, text: str) -> Profile:
+    """``profile`` with single settings changed: ``"sft.max_steps=20;ppo.total_updates=2;model.name=gpt2"`` (entries
+    separated by ``;``, each ``section.field=value``; the value a Python literal, or plain text for a string setting;
+    checked against the setting's type). An unknown section or field, a value of the wrong type or one the section's
+    own checks refuse raises ``ValueError`` naming the entry. Output folders and the seed have their own variables
+    (``RLHF_OUTPUT_DIR``, ``RLHF_DATA_DIR``, ``RLHF_SEED``)."""
+    sections = [f.name for f in fields(profile) if f.name not in ("name", "seed", "paths")]
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        key, sep, value = (part.strip() for part in item.partition("="))
+        section, dot, name = (part.strip() for part in key.partition("."))
+        if section in ("paths", "seed", "name"):
+            raise ValueError(f"{SETTINGS_ENV}: '{item}': set the output folders with RLHF_OUTPUT_DIR / RLHF_DATA_DIR, "
+                             "the seed with RLHF_SEED and the profile with RLHF_PROFILE")
+        if not (sep and dot and section in sections):
+            raise ValueError(f"{SETTINGS_ENV}: '{item}' is not section.field=value (sections: {', '.join(sections)})")
+        part = getattr(profile, section)
+        hints = typing.get_type_hints(type(part))
+        if name not in hints:
+            raise ValueError(f"{SETTINGS_ENV}: '{key}': {type(part).__name__} has no field '{name}' "
+                             f"(fields: {', '.join(f.name for f in fields(part))})")
+        try:
+            part = replace(part, **{name: _setting_value(key, value, hints[name])})
+        except (TypeError, ValueError) as e:
+            raise ValueError(e if str(e).startswith(SETTINGS_ENV) else f"{SETTINGS_ENV}: '{item}': {e}") from None
+        profile = replace(profile, **{section: part})
+    return profile
+
+
 def get_profile(name: str | None = None, **overrides: Any) -> Profile:
-    """Build a profile; ``overrides`` replace whole fields, e.g. ``get_profile('tiny', paths=...)``. A ``seed``
-    override, else ``$RLHF_SEED``, seeds every stage (:func:`with_seed`); by default every seed is 0."""
-    profile = _FACTORIES[resolve_profile_name(name)]()
+    """Build a profile; ``$RLHF_SET`` changes single settings (:func:`apply_settings`), ``overrides`` then replace
+    whole fields, e.g. ``get_profile('tiny', paths=...)``. A ``seed`` override, else ``$RLHF_SEED``, seeds every stage
+    (:func:`with_seed`); by default every seed is 0."""
+    profile = apply_settings(_FACTORIES[resolve_profile_name(name)](), os.environ.get(SETTINGS_ENV, ""))
     seed = overrides.pop("seed", None)
     profile = replace(profile, **overrides) if overrides else profile
     seed = resolve_seed() if seed is None else seed
