@@ -18,14 +18,13 @@ DAHOAS_ROW = {"prompt": "How do I boil an egg?", "response": "Boil it for eight 
 def test_inline_pairs_and_a_json_file_map_names_to_absolute_paths(tmp_path, monkeypatch):
     (tmp_path / "models" / "gpt2").mkdir(parents=True)
     (tmp_path / "d.jsonl").write_text("{}\n")
-    monkeypatch.chdir(tmp_path)
-    inline = hub.hub_map(f"gpt2=models/gpt2 ; {DAHOAS}={tmp_path / 'd.jsonl'};")
+    inline = hub.hub_map(f"gpt2={tmp_path}/models/gpt2 ; {DAHOAS}={tmp_path / 'd.jsonl'};")
     assert inline == {"gpt2": str(tmp_path / "models" / "gpt2"), DAHOAS: str(tmp_path / "d.jsonl")}
     conf = tmp_path / "conf"
     conf.mkdir()
     (conf / "map.json").write_text(json.dumps({"gpt2": "../models/gpt2"}))  # relative to the file
     assert hub.hub_map(str(conf / "map.json")) == {"gpt2": str(tmp_path / "models" / "gpt2")}
-    monkeypatch.setenv(hub.ENV, "gpt2=models/gpt2")
+    monkeypatch.setenv(hub.ENV, f"gpt2={tmp_path}/models/gpt2")
     assert hub.resolve("gpt2") == str(tmp_path / "models" / "gpt2") and hub.resolve("distilgpt2") == "distilgpt2"
     monkeypatch.setenv(hub.ENV, " ")
     assert hub.hub_map() == {} and hub.resolve("gpt2") == "gpt2"
@@ -34,6 +33,7 @@ def test_inline_pairs_and_a_json_file_map_names_to_absolute_paths(tmp_path, monk
 @pytest.mark.parametrize(("text", "message"), [
     ("gpt2=/no/such/model", "entry 'gpt2' -> '/no/such/model': no such file or folder"),
     ("gpt2", r"RLHF_HUB_MAP \(gpt2\): no such file"),  # no '=': read as a JSON file's path
+    ("gpt2=models/gpt2", "entry 'gpt2' -> 'models/gpt2': give an absolute path"),  # the kernels start elsewhere
     ("gpt2=/tmp;=x", "'=x' is not of the form hub_name=local_path"),
 ])
 def test_a_bad_entry_is_named(text, message):

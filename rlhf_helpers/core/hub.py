@@ -6,8 +6,8 @@ To run them offline (no machine of this project reaches the Hub), or on your own
 
 * a JSON file: ``{"gpt2": "/models/gpt2", "Dahoas/synthetic-instruct-gptj-pairwise": "data/dahoas.jsonl"}``
   (a relative path is relative to the file), or
-* inline pairs: ``gpt2=/models/gpt2;Dahoas/synthetic-instruct-gptj-pairwise=/data/dahoas.jsonl`` (any value
-  with a ``=`` is read as pairs, any other as the JSON file's path).
+* inline pairs of absolute paths: ``gpt2=/models/gpt2;Dahoas/synthetic-instruct-gptj-pairwise=/data/dahoas.jsonl``
+  (any value with a ``=`` is read as pairs, any other as the JSON file's path).
 
 A mapped model is a folder written by ``save_pretrained`` (model and tokenizer); a mapped dataset is any file or
 folder ``data_prep.read_rows`` reads. Names not in the map load from the Hub as usual.
@@ -26,9 +26,9 @@ class HubMapError(ValueError):
     """``RLHF_HUB_MAP`` cannot be read: the message names the file or entry."""
 
 
-def _pairs(text: str) -> tuple[dict[str, str], Path, str]:
+def _pairs(text: str) -> tuple[dict[str, str], Path | None, str]:
     """The raw entries of ``text`` (inline pairs if it has a ``=``, else a JSON file's path), the folder relative
-    paths start from, and where they came from (for messages)."""
+    paths start from (None for inline pairs: they must be absolute), and where they came from (for messages)."""
     if "=" not in text:
         path = Path(text).expanduser()
         where = f"{ENV} ({path})"
@@ -47,7 +47,7 @@ def _pairs(text: str) -> tuple[dict[str, str], Path, str]:
         if not (sep and name.strip() and local.strip()):
             raise HubMapError(f"{ENV}: '{item}' is not of the form hub_name=local_path (entries separated by ';')")
         entries[name.strip()] = local.strip()
-    return entries, Path.cwd(), ENV
+    return entries, None, ENV
 
 
 def hub_map(text: str | None = None) -> dict[str, str]:
@@ -60,6 +60,8 @@ def hub_map(text: str | None = None) -> dict[str, str]:
     resolved = {}
     for name, local in entries.items():
         path = Path(local).expanduser()
+        if not path.is_absolute() and base is None:  # each notebook's kernel starts in notebooks/, a shell elsewhere
+            raise HubMapError(f"{where}: entry '{name}' -> '{local}': give an absolute path (or use a JSON file)")
         path = path if path.is_absolute() else base / path
         if not path.exists():
             raise HubMapError(f"{where}: entry '{name}' -> '{local}': no such file or folder")
