@@ -115,7 +115,8 @@ class Inputs:
 
 def load_inputs(profile: Profile) -> Inputs:
     """Load :class:`Inputs`; a missing SFT, data or reward stage raises ``MissingStageError`` naming its notebook.
-    The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs (all that DPO's steps visit)."""
+    The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs after a shuffle seeded by ``cfg.seed``
+    (all that DPO's steps visit)."""
     from . import data_prep, reward
     from .judge import load_judge
 
@@ -156,7 +157,8 @@ def load_ppo_runs(profile: Profile) -> list[MethodRun]:
     for beta, variant, folder, log in found:
         with loading.quiet_transformers():
             model = load_ppo_policy(folder).eval()
-        runs.append(MethodRun("PPO", beta, model, log, sum(r.get("time/update_s", 0.0) for r in log), math.nan,
+        times = [r["time/update_s"] for r in log if "time/update_s" in r]
+        runs.append(MethodRun("PPO", beta, model, log, sum(times) if times else math.nan, math.nan,
                               "not measured in notebook 05", variant))
     return runs
 
@@ -249,14 +251,14 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
     ``cfg.prompts_per_step`` prompts x ``cfg.num_generations`` samples. Returns the policy every
     ``cfg.online_snapshot_every`` steps (variant ``"step k"``, its log up to step k), then the final one. With
     ``beta > 0`` TRL loads the reference again from the checkpoint the SFT policy came from
-    (``config._name_or_path``): a policy built in memory has none (``ValueError``)."""
+    (``config.name_or_path``): a policy built in memory has none (``ValueError``)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     classes = {"RLOO": (RLOOConfig, RLOOTrainer), "GRPO": (GRPOConfig, GRPOTrainer)}
     if method not in classes:
         raise ValueError(f"method must be one of {sorted(classes)}, got {method!r}")
     config_class, trainer_class = classes[method]
-    if beta > 0 and not inputs.sft.config._name_or_path:
+    if beta > 0 and not inputs.sft.config.name_or_path:
         raise ValueError(f"{method} with beta={beta} needs a reference, which TRL loads from the SFT policy's "
                          "checkpoint; this policy was not loaded from one (save_pretrained it and load it from there)")
     cfg = profile.beyond
@@ -339,6 +341,8 @@ def method_table(ev: Evaluation, runs: Sequence[MethodRun], split: str | None = 
     slice) restricts every per-prompt column to that slice of the prompts (all of them by default)."""
     import pandas as pd
 
+    if split and split not in ev.splits:
+        raise ValueError(f"no held-out prompt of the slice {split!r} was evaluated; slices: {sorted(set(ev.splits))}")
     by_label = {r.label: r for r in runs}
     cfg = EvalConfig(bootstrap_samples=ev.meta["bootstrap_samples"], seed=ev.meta["seed"], ci_level=ev.meta["ci_level"])
     slices = ev.by_split(cfg).set_index(["split", "model"]) if split else None

@@ -1157,7 +1157,8 @@ def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> Figure:
     """Four panels: answer lengths, topics, failure types (clean vs label noise), SFT demonstration quality.
 
     ``sft`` has prompt/response/topic/quality columns; ``prefs`` prompt/chosen/rejected/topic/failure/label_noise.
-    Without the course's annotations (:func:`has_course_annotations`, e.g. Hub data): the answer lengths only
+    Without the course's annotations (:func:`has_course_annotations`, and the demonstrations' topic and quality;
+    e.g. Hub data): the answer lengths only
     (SFT response, chosen, rejected), with the 50th and 95th percentiles of the chosen answers' lengths.
     """
     import matplotlib.pyplot as plt
@@ -1166,7 +1167,7 @@ def data_overview(sft: pd.DataFrame, prefs: pd.DataFrame) -> Figure:
 
     from .core.plots import color
 
-    course = has_course_annotations(prefs)
+    course = has_course_annotations(prefs) and {"topic", "quality"} <= set(sft.columns)
     noisy = prefs["label_noise"].astype(bool) if course else pd.Series(False, index=prefs.index)
     better = prefs["chosen"].where(~noisy, prefs["rejected"])  # on flipped pairs the stored 'chosen' is worse
     worse = prefs["rejected"].where(~noisy, prefs["chosen"])

@@ -144,6 +144,8 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     assert seen_only.prompts == [p for p, s in zip(PROMPTS, inputs.heldout.splits, strict=True) if s == "seen_task"]
     assert beyond_ppo.evaluated_prompts(seen_only) == "3 seen-task held-out prompts"
     pd.testing.assert_frame_equal(beyond_ppo.method_table(seen_only, inputs.ppo_runs + runs), table)
+    with pytest.raises(ValueError, match=r"slice 'unseen_task' was evaluated; slices: \['seen_task'\]"):
+        beyond_ppo.method_table(seen_only, inputs.ppo_runs + runs, split="unseen_task")
     assert list(table.index) == ["SFT", "PPO (beta=0.1)", "DPO (beta=0.1)", "GRPO (beta=0)"]
     assert list(table.method) == ["SFT", "PPO", "DPO", "GRPO"]
     seen = np.array(ev.splits) == "seen_task"

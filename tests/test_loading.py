@@ -79,8 +79,20 @@ def test_load_4bit_falls_back_with_a_warning(saved_tiny_model, monkeypatch, caps
     assert loading.parameter_counts(plain) == loading.parameter_counts(model)
     # any other failure of the 4-bit load is an error, not a silent full-precision model
     monkeypatch.undo()
-    with pytest.raises(OSError):
-        loading.load_4bit(path.parent / "no-such-model", QLoRAConfig(), device="cpu")
+    from transformers import AutoModelForCausalLM
+
+    plain_load = AutoModelForCausalLM.from_pretrained
+
+    def no_memory_for_4bit(*args, **kwargs):
+        if "quantization_config" in kwargs:
+            raise RuntimeError("out of memory")
+        return plain_load(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", no_memory_for_4bit)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        loading.load_4bit(path, QLoRAConfig(), device="cpu")
+    assert "WARNING" not in capsys.readouterr().out
+    monkeypatch.undo()
     # load_in_4bit=False (the cpu profile) loads the plain model without a warning
     loading.load_4bit(path, QLoRAConfig(load_in_4bit=False), device="cpu")
     assert capsys.readouterr().out == ""

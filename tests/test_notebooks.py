@@ -102,7 +102,7 @@ def test_course_beyond_ppo_compares_every_method_with_intervals(course_paths: Pa
     assert table[table.method == "DPO"].win_rate.max() >= 0.70, table[["win_rate", "win_low", "kl"]]
     logs = pd.DataFrame(read_records(course_paths.result("beyond_ppo_logs.jsonl")))
     for (method, beta), log in logs.dropna(subset=["rewards/margins"]).groupby(["method", "beta"]):
-        # notebook 07: "the margin grows and the accuracy climbs over the run" (on the training batches)
-        first, last = log.iloc[0], log.iloc[-1]
-        assert last["rewards/margins"] > first["rewards/margins"], (method, beta, log["rewards/margins"].tolist())
-        assert last["rewards/accuracies"] > first["rewards/accuracies"], (method, beta, log["rewards/accuracies"].tolist())
+        # notebook 07: "the margin grows and the accuracy climbs over the run" (on the training batches): the last
+        # two logged points (the last one may be a single step of 8 pairs) against the first
+        for key in ("rewards/margins", "rewards/accuracies"):
+            assert log[key].iloc[-2:].mean() > log[key].iloc[0], (method, beta, key, log[key].tolist())
