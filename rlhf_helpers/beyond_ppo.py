@@ -433,7 +433,9 @@ def _judge_label(judge_name: str) -> str:
 
 def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: str = "held-out prompts") -> Figure:
     """Gold (left) and learned reward (right) on ``prompts`` against KL to SFT: one point per policy with its 95%
-    interval, one colour per method -- the reward-KL frontier of the DPO paper (Rafailov et al., 2023, fig. 2)."""
+    interval, one colour per method -- the reward-KL frontier of the DPO paper (Rafailov et al., 2023, fig. 2).
+    The KL axis is symlog (linear below 0.1 nats, logarithmic above): the policies that barely moved stay apart from
+    each other, and a k1 estimate below 0 still has a place."""
     import matplotlib.pyplot as plt
 
     judge_label = _judge_label(judge_name)
@@ -451,7 +453,9 @@ def plot_frontier(table: pd.DataFrame, judge_name: str = "gold judge", prompts: 
                 if policy != method:  # "DPO (beta=0.1)" -> "β=0.1", "RLOO step 8 (beta=0.05)" -> "step 8 β=0.05"
                     text = policy[len(method):].strip().replace("(beta=", "β=").rstrip(")")
                     ax.annotate(text, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
-        ax.set_xlabel("KL to SFT on its own greedy answers (nats per answer)")
+        ax.set_xscale("symlog", linthresh=0.1, linscale=0.5)
+        ax.margins(x=0.22)  # room for the labels of the rightmost points
+        ax.set_xlabel("KL to SFT on its own greedy answers\n(nats per answer; log scale above 0.1)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{judge_label} score against KL to SFT\n({prompts})")

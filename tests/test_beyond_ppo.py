@@ -171,6 +171,7 @@ def test_method_table_reading_and_files(profile, inputs, make_tiny_model):
     np.testing.assert_allclose(overall.loc["DPO (beta=0.1)", "kl"], dpo.kl.mean())  # the slice's KL is its own
     assert table.loc["DPO (beta=0.1)", "kl"] == pytest.approx(dpo.kl[seen].mean())
     left, right = beyond_ppo.plot_frontier(table).axes
+    assert left.get_xscale() == right.get_xscale() == "symlog"  # near-SFT policies stay apart
     for ax in (left, right):  # one point with error bars per method, a beta label per trained run
         assert len(ax.containers) == 4 and sorted(t.get_text() for t in ax.texts) == ["β=0", "β=0.1", "β=0.1"]
     assert len(beyond_ppo.plot_dpo_training(runs).axes[0].lines) == 1  # the DPO run; GRPO logs no margins
