@@ -82,7 +82,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from .core.artifacts import DATA_INFO, atomic_dir, read_json, write_json, write_jsonl
 from .core.chat import ASSISTANT_PREFIX as ASSISTANT
 from .core.config import DataConfig, Profile
-from .core.hub import resolve
+from .core.hub import offline_hint, resolve
 from .core.loading import quiet_datasets
 
 if TYPE_CHECKING:  # datasets and pandas are imported lazily: `import rlhf_helpers.data_prep` stays cheap
@@ -655,7 +655,8 @@ def read_rows(source: str | Path, split: str = "train", *, max_bytes: int | None
         import datasets
 
         try:
-            numbered, unit = list(enumerate(datasets.load_dataset(name, split=split).to_list(), 1)), "row"
+            with offline_hint(name):
+                numbered, unit = list(enumerate(datasets.load_dataset(name, split=split).to_list(), 1)), "row"
         except ValueError as e:  # e.g. an unknown split; a missing dataset or no network is an OSError
             raise DataFormatError(f"{name}: {e}") from None
     for n, row in numbered:

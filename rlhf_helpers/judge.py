@@ -53,7 +53,7 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .core.hub import resolve
+from .core.hub import offline_hint, resolve
 from .core.loading import precision
 
 if TYPE_CHECKING:
@@ -421,8 +421,9 @@ class HubJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = self.device or precision().device
-        self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.name))
-        self._model = AutoModelForSequenceClassification.from_pretrained(resolve(self.name)).to(self.device).eval()
+        with offline_hint(self.name):
+            self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.name))
+            self._model = AutoModelForSequenceClassification.from_pretrained(resolve(self.name)).to(self.device).eval()
 
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """The judge's logits, float32 tensor ``[B]`` on CPU."""

@@ -50,7 +50,6 @@ keyword-stuffed and off-topic answers, scored by the reward model and by the gol
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 import tempfile
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import judge
-from .core import artifacts, chat, loading
+from .core import artifacts, chat, hub, loading
 from .core.artifacts import LOG_HISTORY, REWARD_INFO, STAGES
 from .core.config import Profile, RewardConfig
 from .core.hub import resolve
@@ -122,7 +121,8 @@ def load_reward_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     gets only here, before the template is applied."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve(source))
+    with hub.offline_hint(source):
+        tokenizer = AutoTokenizer.from_pretrained(resolve(source))
     if tokenizer.eos_token is None:  # BERT-style encoders: their end-of-text token is [SEP]
         tokenizer.eos_token = tokenizer.sep_token or tokenizer.cls_token
     chat.apply_template(tokenizer)  # sets pad = eos when there is no pad
@@ -147,10 +147,9 @@ def load_backbone(
 
     source = resolve(base if base is not None else backbone_source(profile))  # a Hub id: via $RLHF_HUB_MAP
     tokenizer = load_reward_tokenizer(source)
-    local = Path(source).exists()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(profile.reward.seed if seed is None else seed)
-        with suppress_seqcls_warning(), loading.quiet_transformers() if local else contextlib.nullcontext():
+        with suppress_seqcls_warning(), loading.loading_from(source):
             model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1,
                                                                        dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # the added <|pad|> token
@@ -777,8 +776,9 @@ class HubClassifierSource:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(resolve(model_name))
-        self.model = AutoModelForSequenceClassification.from_pretrained(resolve(model_name), dtype=torch.float32)
+        with hub.offline_hint(model_name):
+            self.tokenizer = AutoTokenizer.from_pretrained(resolve(model_name))
+            self.model = AutoModelForSequenceClassification.from_pretrained(resolve(model_name), dtype=torch.float32)
         self.model.to(device or loading.precision().device).eval()
         labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
         if label.upper() not in labels:

@@ -73,3 +73,13 @@ def test_loaders_and_data_read_the_mapped_paths(tmp_path, monkeypatch, make_tiny
             notebook_setup.start("tiny", verbose=False)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_hub_id_that_cannot_be_loaded_says_what_to_do_offline(tmp_path):
+    with pytest.raises(OSError, match=r"owner/model: could not be loaded from the Hugging Face Hub \(OSError\)\. "
+                                      r"Without a network, map it to a local copy: RLHF_HUB_MAP='owner/model=/path"):
+        with hub.offline_hint("owner/model"):
+            raise OSError("We couldn't connect to 'https://huggingface.co'")
+    with pytest.raises(FileNotFoundError, match="^no such checkpoint$"):  # a local path's error passes unchanged
+        with hub.offline_hint(tmp_path / "checkpoints" / "sft"):
+            raise FileNotFoundError("no such checkpoint")

@@ -15,8 +15,10 @@ folder ``data_prep.read_rows`` reads. Names not in the map load from the Hub as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 ENV = "RLHF_HUB_MAP"
@@ -72,3 +74,18 @@ def hub_map(text: str | None = None) -> dict[str, str]:
 def resolve(name: str | Path) -> str:
     """The local path ``$RLHF_HUB_MAP`` gives the Hub id ``name``, else ``name`` itself (as a string)."""
     return hub_map().get(str(name), str(name))
+
+
+@contextlib.contextmanager
+def offline_hint(name: str | Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` of loading the Hub id ``name`` (no network, no such repository) with what to do
+    offline; an error about a local path passes unchanged."""
+    try:
+        yield
+    except OSError as e:
+        text = str(name)
+        if Path(text).is_absolute() or text.count("/") > 1 or Path(text).exists():
+            raise
+        raise OSError(f"{text}: could not be loaded from the Hugging Face Hub ({type(e).__name__}). Without a network, "
+                      f"map it to a local copy: {ENV}='{text}=/path/to/copy' (README: Local copies instead of the "
+                      "Hub)") from e

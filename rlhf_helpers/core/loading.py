@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chat import apply_template
 from .config import ModelConfig, Profile, QLoRAConfig, TrainSchedule, has_cuda
-from .hub import resolve
+from .hub import offline_hint, resolve
 
 if TYPE_CHECKING:
     import torch
@@ -203,11 +203,21 @@ def quiet_datasets() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- loading
+@contextlib.contextmanager
+def loading_from(path_or_name: str | Path) -> Iterator[None]:
+    """Around a ``from_pretrained`` of ``path_or_name`` (resolved already): transformers' load report silenced for
+    a local folder (expected missing/unused keys), and for a Hub id a failure that says what to do offline."""
+    local = Path(str(path_or_name)).exists()
+    with quiet_transformers() if local else contextlib.nullcontext(), offline_hint(path_or_name):
+        yield
+
+
 def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with the course's chat template (and pad token) applied."""
     from transformers import AutoTokenizer
 
-    return apply_template(AutoTokenizer.from_pretrained(resolve(path_or_name)))
+    with offline_hint(path_or_name):
+        return apply_template(AutoTokenizer.from_pretrained(resolve(path_or_name)))
 
 
 def load_causal_lm(
@@ -224,8 +234,7 @@ def load_causal_lm(
     spec = profile_or_dtype.model if isinstance(profile_or_dtype, Profile) else profile_or_dtype
     auto = (spec.dtype if isinstance(spec, ModelConfig) else spec) == "auto"
     dtype = resolve_dtype(spec, model_type(path_or_name) if auto and has_cuda() else None)
-    local = Path(str(path_or_name)).exists()
-    with quiet_transformers() if local else contextlib.nullcontext():
+    with loading_from(path_or_name):
         model = AutoModelForCausalLM.from_pretrained(str(path_or_name), dtype=dtype, **kwargs)
     if "device_map" not in kwargs:
         model.to(device or precision().device)
@@ -321,8 +330,7 @@ def load_4bit(
             "         in 4 bits: the plain (non-quantized) model instead. LoRA still trains, without the memory saving."
         )
         return load_causal_lm(path_or_name, "auto", device=device, **kwargs)
-    local = Path(str(path_or_name)).exists()
-    with quiet_transformers() if local else contextlib.nullcontext():
+    with loading_from(path_or_name):
         model = AutoModelForCausalLM.from_pretrained(
             str(path_or_name),
             quantization_config=bnb_4bit_config(qlora_cfg, dtype),
