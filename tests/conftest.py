@@ -17,7 +17,7 @@ Fixtures (reuse them in any test module):
 * ``one_torch_thread`` -- torch on one thread for the test (restored after): the tiny models gain nothing from
   intra-op threads, and on a shared, busy CPU two threads can make each small matmul ~50x slower (OpenMP threads
   waiting for each other). Use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
-* every test runs without ``$RLHF_SET`` and ``$RLHF_HUB_MAP`` (autouse): a value exported in the developer's shell
+* every test runs without ``$RLHF_SET``, ``$RLHF_HUB_MAP`` and ``$RLHF_CHECK_CLAIMS`` (autouse): a value exported in the developer's shell
   would change the profiles and the notebook kernels the tests start; a test that wants one sets it itself.
 * ``sft_profile``, ``sft_prep``, ``full_sft_run`` -- *module*-scoped (each test module gets its own): a tiny
   profile on ``course_data_dir`` with a 2-layer base built from it and short SFT/QLoRA settings, its prepared
@@ -123,6 +123,7 @@ def no_setting_overrides():
     with pytest.MonkeyPatch.context() as mp:  # session-wide: before any fixture builds a profile
         mp.delenv("RLHF_SET", raising=False)
         mp.delenv("RLHF_HUB_MAP", raising=False)
+        mp.delenv("RLHF_CHECK_CLAIMS", raising=False)
         yield
 
 

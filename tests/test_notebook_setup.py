@@ -33,3 +33,15 @@ def test_start_seeds_prints_and_caps_threads(monkeypatch, capsys):
         assert "settings: sft.max_steps=5   ($RLHF_SET)" in capsys.readouterr().out
     finally:
         torch.set_num_threads(before)
+
+
+def test_check_stops_on_a_false_claim_unless_told_it_is_a_smoke_run(monkeypatch, capsys):
+    notebook_setup.check(True, "never shown")
+    with pytest.raises(AssertionError, match="^PPO does not beat SFT$"):
+        notebook_setup.check(False, "PPO does not beat SFT")
+    monkeypatch.setenv(notebook_setup.CHECKS_ENV, "0")
+    notebook_setup.check(False, "PPO does not beat SFT")
+    assert capsys.readouterr().out == "NOT CHECKED ($RLHF_CHECK_CLAIMS=0): PPO does not beat SFT\n"
+    monkeypatch.setenv(notebook_setup.CHECKS_ENV, "no")  # only "0" turns the checks off
+    with pytest.raises(AssertionError):
+        notebook_setup.check(False, "PPO does not beat SFT")
