@@ -126,7 +126,7 @@ def load_inputs(profile: Profile) -> Inputs:
     model, tokenizer = loading.load_model(profile.paths.finished("sft_full"), "float32")
     train = prep.preferences["train"].shuffle(seed=cfg.seed)
     pairs = train.select(range(min(len(train), cfg.dpo_max_steps * cfg.dpo_batch_size)))
-    prompts = list(dict.fromkeys(prep.preferences["train"]["prompt"]))  # PPO's prompts (ppo_runs.load_course_stages)
+    prompts = data_prep.rl_prompts(prep)  # the prompts PPO trained on
     return Inputs(model, tokenizer, pairs, prompts, reward.load_reward_source(profile), load_judge(profile),
                   data_prep.heldout(profile), load_ppo_runs(profile))
 
@@ -295,6 +295,8 @@ def training_summary(runs: Sequence[MethodRun]) -> pd.DataFrame:
     logged step (``"reward first"``, ``"reward last"``...; NaN where the trainer does not log the key)."""
     import pandas as pd
 
+    if not runs:
+        raise ValueError("training_summary needs at least one run")
     rows = []
     for run in runs:
         row: dict[str, Any] = {"run": run.label, "seconds": run.seconds, "peak memory MB": run.peak_memory_mb}
@@ -403,6 +405,8 @@ def reading(table: pd.DataFrame) -> str:
     each method, which ones beat SFT with the interval above 0.5, the highest gold, the smallest KL among the winners
     and the fastest."""
     trained = table[table.method != "SFT"]
+    if trained.empty:
+        raise ValueError("the table has no trained policy to read (only SFT)")
     lines = []
     for method in [m for m in METHODS if m in set(trained.method)]:
         part = trained[trained.method == method]

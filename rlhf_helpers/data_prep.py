@@ -1042,6 +1042,12 @@ def load_prepared(profile: Profile) -> PreparedData:
                         read_json(path / DATA_INFO))
 
 
+def rl_prompts(prep: PreparedData) -> list[str]:
+    """The prompts the online RL stages train on (PPO in notebook 05, RLOO and GRPO in 07): the preference training
+    pairs' prompts, each once, in their order."""
+    return list(dict.fromkeys(prep.preferences["train"]["prompt"]))
+
+
 @dataclass
 class Heldout:
     """The held-out prompts the evaluation answers (notebooks 05 and 06), their references, topics and slices

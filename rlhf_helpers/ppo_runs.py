@@ -594,6 +594,6 @@ def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PP
         from . import reward
 
         reward_source = reward.load_reward_source(profile)
-    prompts = list(dict.fromkeys(data_prep.load_prepared(profile).preferences["train"]["prompt"]))
+    prompts = data_prep.rl_prompts(data_prep.load_prepared(profile))
     return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, prompts, profile.ppo,
                      profile.paths.checkpoint("ppo"))

@@ -220,3 +220,7 @@ def test_reading_explains_a_negative_kl():
     assert "DPO (beta=0.1) trained fastest (3 s)" in text and "Highest gold score: DPO (beta=0.1) (0.700" in text
     table.loc["RLOO (beta=0.05)", "kl"] = 0.1
     assert "moved least (KL 0.10) and" in beyond_ppo.reading(table)
+    with pytest.raises(ValueError, match="no trained policy"):
+        beyond_ppo.reading(table.loc[["SFT"]])
+    with pytest.raises(ValueError, match="at least one run"):
+        beyond_ppo.training_summary([])

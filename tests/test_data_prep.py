@@ -26,6 +26,7 @@ from rlhf_helpers.data_prep import (
     load_prepared,
     parse_mapping,
     prepare_course_data,
+    rl_prompts,
     split_by_prompt,
     strip_scaffolding,
     validate,
@@ -652,6 +653,8 @@ def test_prepare_course_data_splits_saves_and_loads_back(tmp_path):
     held = heldout(dataclasses.replace(profile, eval=EvalConfig(num_prompts=5)))  # the first 5 of notebook 01's
     assert held.prompts == prepared.heldout["prompt"][:5] and held.references == prepared.heldout["reference"][:5]
     assert len(held.topics) == 5
+    train = prepared.preferences["train"]["prompt"]
+    assert rl_prompts(prepared) == sorted(set(train), key=train.index)  # each prompt once, in order of first pair
 
 
 def test_data_figures_draw_every_panel(tmp_path):
