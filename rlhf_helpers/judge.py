@@ -53,8 +53,8 @@ import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .core.hub import offline_hint, resolve
-from .core.loading import precision
+from .core.hub import resolve
+from .core.loading import loading_from, precision
 
 if TYPE_CHECKING:
     import torch
@@ -421,9 +421,10 @@ class HubJudge:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.device = self.device or precision().device
-        with offline_hint(self.name):
-            self._tokenizer = AutoTokenizer.from_pretrained(resolve(self.name))
-            self._model = AutoModelForSequenceClassification.from_pretrained(resolve(self.name)).to(self.device).eval()
+        source = resolve(self.name)
+        with loading_from(source):
+            self._tokenizer = AutoTokenizer.from_pretrained(source)
+            self._model = AutoModelForSequenceClassification.from_pretrained(source).to(self.device).eval()
 
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         """The judge's logits, float32 tensor ``[B]`` on CPU."""

@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from . import judge
-from .core import artifacts, chat, hub, loading
+from .core import artifacts, chat, loading
 from .core.artifacts import LOG_HISTORY, REWARD_INFO, STAGES
 from .core.config import Profile, RewardConfig
 from .core.hub import resolve
@@ -121,8 +121,9 @@ def load_reward_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
     gets only here, before the template is applied."""
     from transformers import AutoTokenizer
 
-    with hub.offline_hint(source):
-        tokenizer = AutoTokenizer.from_pretrained(resolve(source))
+    source = resolve(source)
+    with loading.loading_from(source):
+        tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.eos_token is None:  # BERT-style encoders: their end-of-text token is [SEP]
         tokenizer.eos_token = tokenizer.sep_token or tokenizer.cls_token
     chat.apply_template(tokenizer)  # sets pad = eos when there is no pad
@@ -776,9 +777,10 @@ class HubClassifierSource:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        with hub.offline_hint(model_name):
-            self.tokenizer = AutoTokenizer.from_pretrained(resolve(model_name))
-            self.model = AutoModelForSequenceClassification.from_pretrained(resolve(model_name), dtype=torch.float32)
+        source = resolve(model_name)
+        with loading.loading_from(source):
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32)
         self.model.to(device or loading.precision().device).eval()
         labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
         if label.upper() not in labels:

@@ -216,8 +216,9 @@ def load_tokenizer(path_or_name: str | Path) -> PreTrainedTokenizerBase:
     """``AutoTokenizer.from_pretrained`` with the course's chat template (and pad token) applied."""
     from transformers import AutoTokenizer
 
-    with offline_hint(path_or_name):
-        return apply_template(AutoTokenizer.from_pretrained(resolve(path_or_name)))
+    path_or_name = resolve(path_or_name)
+    with loading_from(path_or_name):
+        return apply_template(AutoTokenizer.from_pretrained(path_or_name))
 
 
 def load_causal_lm(
