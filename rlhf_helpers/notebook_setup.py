@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
+from pathlib import Path
 
 from .core.config import SETTINGS_ENV, Profile, get_profile
 from .core.hub import hub_map
 from .core.loading import precision
+from .runner import build_missing
 
 TINY_THREADS = 2  # torch threads of the tiny profile (fewer where the machine has fewer): the course's runs use 2
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes", "evaluate")
@@ -38,8 +41,41 @@ def device_name() -> str:
     return "cpu"
 
 
-def start(profile: str | None = None, verbose: bool = True) -> Profile:
+DRIVE_MOUNT = "/content/drive"
+DRIVE_OUTPUTS = DRIVE_MOUNT + "/MyDrive/rlhf-course/outputs"  # where Colab keeps the course's outputs on Drive
+
+
+def on_colab() -> bool:
+    """True inside a Google Colab kernel."""
+    return "google.colab" in sys.modules
+
+
+def keep_on_drive(folder: str | None = None) -> Path | None:
+    """On Colab, mount Google Drive and make ``folder`` (default :data:`DRIVE_OUTPUTS`) the output root (``$RLHF_OUTPUT_DIR``, which the notebooks
+    this kernel runs inherit), so that the next notebook -- a fresh Colab machine -- finds the stages this one
+    builds. Returns the folder; ``None`` (and says why) when not on Colab, when ``$RLHF_OUTPUT_DIR`` is already set
+    (it wins), or when Drive could not be mounted (the outputs then stay on this machine)."""
+    if not on_colab():
+        return None
+    if os.environ.get("RLHF_OUTPUT_DIR"):
+        print(f"outputs : $RLHF_OUTPUT_DIR={os.environ['RLHF_OUTPUT_DIR']} (set; Google Drive not used)")
+        return None
+    from google.colab import drive
+
+    try:
+        drive.mount(DRIVE_MOUNT)
+    except Exception as err:  # declined, or no Drive: the course still runs, on this machine only
+        print(f"Google Drive not mounted ({err}): outputs stay on this Colab machine and go with it.")
+        return None
+    os.environ["RLHF_OUTPUT_DIR"] = folder or DRIVE_OUTPUTS
+    return Path(os.environ["RLHF_OUTPUT_DIR"])
+
+
+def start(profile: str | None = None, verbose: bool = True, drive: bool = False) -> Profile:
     """Resolve the profile (argument > $RLHF_PROFILE > hardware), seed, and print the environment.
+
+    ``drive=True`` keeps the outputs on Google Drive when running on Colab (:func:`keep_on_drive`); elsewhere
+    it does nothing.
 
     ``$RLHF_TORCH_THREADS`` sets torch's CPU threads: set it to 1 when several notebooks share one machine
     (a workshop server), where each process spinning a thread per core slows all of them down ~5x. Unset, the
@@ -49,6 +85,8 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
     import torch
     from transformers import set_seed
 
+    if drive:
+        keep_on_drive()
     prof = get_profile(profile)
     threads = os.environ.get("RLHF_TORCH_THREADS")
     if threads:
@@ -65,7 +103,8 @@ def start(profile: str | None = None, verbose: bool = True) -> Profile:
         print(f"device  : {device_name()}   (torch threads: {torch.get_num_threads()})")
         print(f"precision: {precision().reason}   (per model family where it matters: core.loading.precision)")
         print(f"seed    : {prof.seed}   (set RLHF_SEED to change; `make seeds` runs 0, 1 and 2)")
-        print(f"outputs : {prof.paths.root}")
+        print(f"outputs : {prof.paths.root}" + ("   (lost with this Colab machine: start(drive=True) keeps them)"
+                                                 if on_colab() and not str(prof.paths.root).startswith(DRIVE_MOUNT) else ""))
         if os.environ.get(SETTINGS_ENV, "").strip():  # already applied by get_profile
             print(f"settings: {os.environ[SETTINGS_ENV].strip()}   (${SETTINGS_ENV})")
         for name, local in mapped.items():
@@ -90,3 +129,10 @@ def check(ok: bool, message: str) -> None:
         print(f"NOT CHECKED (${CHECKS_ENV}=0): {message}")
         return
     raise AssertionError(message)
+
+
+def ensure_stages(profile: Profile, *stages: str) -> None:
+    """The notebook's second cell: check that the earlier ``stages`` (and what they need) have finished runs in the
+    output root; run the notebook of each missing one (a fresh Colab machine with nothing on Drive), with a
+    progress bar and a time estimate. See :func:`rlhf_helpers.runner.build_missing`."""
+    build_missing(profile, stages)

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .core.artifacts import REPO_ROOT, Paths, write_text
-from .core.config import resolve_profile_name
+from tqdm.auto import tqdm
+
+from .core.artifacts import REPO_ROOT, STAGES, MissingStageError, Paths, with_needs, write_text
+from .core.config import Profile, resolve_profile_name
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 SUMMARIES = ("README.md", "beyond_ppo.md")  # results/ summaries the README's results section shows, in course order
@@ -76,8 +78,10 @@ def check_outputs(paths: Paths, sources: Sequence[Path]) -> None:
     paths.check_root()
 
 
-def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800) -> NotebookRun:
-    """Run one notebook top to bottom; keep the executed copy under ``paths.executed_notebooks``.
+def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800,
+                     progress: bool = False) -> NotebookRun:
+    """Run one notebook top to bottom; keep the executed copy under ``paths.executed_notebooks``. ``progress``
+    shows a bar over its code cells.
 
     Raises :class:`NotebookFailed` naming the notebook and cell; the partly executed copy is kept
     so the traceback can be read there. An unusable output root or an executed copy that would overwrite a
@@ -90,8 +94,10 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
     path = Path(path)
     check_outputs(paths, [path])
     nb = nbformat.read(str(path), as_version=4)
+    bar = tqdm(total=sum(c.cell_type == "code" for c in nb.cells), desc=path.name, unit="cell", disable=not progress)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            resources={"metadata": {"path": str(path.parent)}},
+                            on_cell_executed=lambda **_: bar.update(1))
     out = paths.executed_notebooks / path.name
     env = {"RLHF_PROFILE": profile, "RLHF_OUTPUT_DIR": str(paths.root), "RLHF_DATA_DIR": str(paths.data_dir),
            "RLHF_SEED": os.environ.get("RLHF_SEED", ""),
@@ -103,6 +109,8 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
     except CellExecutionError as err:
         _write_notebook(nb, out)
         raise NotebookFailed(f"{path.name} failed (executed copy: {out}):\n{err}") from None
+    finally:
+        bar.close()
     seconds = time.perf_counter() - start
     _write_notebook(nb, out)
     return NotebookRun(path.name, seconds, out)
@@ -121,8 +129,11 @@ def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Path
         run = execute_notebook(nb, paths, profile)
         print(f"[course] {nb.name} done in {run.seconds:.0f} s", flush=True)
         runs.append(run)
-    rows = ["notebook,seconds", *(f"{r.notebook},{r.seconds:.1f}" for r in runs)]
-    write_text(paths.result("notebook_times.csv"), "\r\n".join(rows) + "\r\n")  # csv.writer's line ends
+    times = {r.notebook: r.seconds for r in runs}
+    if only:  # keep the times of the notebooks that did not run
+        times = {**read_times(paths.results / TIMES), **times}
+    rows = ["notebook,seconds", *(f"{name},{times[name]:.1f}" for name in sorted(times))]
+    write_text(paths.result(TIMES), "\r\n".join(rows) + "\r\n")  # csv.writer's line ends
     timing = timing_table(runs)
     print("\n" + timing)
     summary = course_summary(paths)
@@ -130,6 +141,60 @@ def run_course(profile: str | None = None, only: Sequence[str] = (), paths: Path
         print("\n" + summary)
         if paths.root.resolve() == (REPO_ROOT / "outputs").resolve() and not only:
             update_readme(summary, timing)
+    return runs
+
+
+TIMES = "notebook_times.csv"  # under outputs/results: each notebook's wall time in the last `make course`
+
+
+def read_times(path: Path) -> dict[str, float]:
+    """``notebook -> seconds`` from a :data:`TIMES` file ({} when there is none)."""
+    if not path.exists():
+        return {}
+    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
+    return {name: float(seconds) for name, seconds in rows}
+
+
+def measured_seconds(profile: Profile) -> dict[str, float]:
+    """Each notebook's wall time in ``make course`` (``notebook -> seconds``): from the profile's results folder, else
+    the repository's committed file. Only the tiny profile's times are measured ({} for the others)."""
+    if profile.name != "tiny":
+        return {}
+    return read_times(profile.paths.results / TIMES) or read_times(REPO_ROOT / "outputs" / "results" / TIMES)
+
+
+def missing_stages(paths: Paths, stages: Sequence[str]) -> list[str]:
+    """The stages among ``stages`` and what they need (:func:`~.core.artifacts.with_needs`) that have no finished
+    run under ``paths``, in pipeline order."""
+    missing = []
+    for stage in with_needs(stages):
+        try:
+            paths.finished(stage)
+        except MissingStageError:
+            missing.append(stage)
+    return missing
+
+
+def build_missing(profile: Profile, stages: Sequence[str], progress: bool = True) -> list[NotebookRun]:
+    """Make sure ``stages`` (and the stages they need) have finished runs under ``profile.paths``: run the notebook
+    of each missing one, in course order, with this profile (and the environment's ``RLHF_*`` settings), printing
+    the plan and a time estimate first. A notebook that fails raises :class:`NotebookFailed` naming its cell."""
+    missing = missing_stages(profile.paths, stages)
+    if not missing:
+        print(f"Earlier stages found in {profile.paths.root}: {', '.join(with_needs(stages))}.")
+        return []
+    notebooks = sorted({STAGES[s].notebook for s in missing})
+    seconds = measured_seconds(profile)
+    plan = ", ".join(f"{nb} (~{seconds[nb]:.0f} s)" if nb in seconds else nb for nb in notebooks)
+    print(f"Missing in {profile.paths.root}: {', '.join(missing)}. Running {plan} with the '{profile.name}' profile.")
+    if all(nb in seconds for nb in notebooks):
+        print(f"Estimate: ~{sum(seconds[nb] for nb in notebooks) / 60:.0f} min (make course on 2 CPU cores).")
+    else:
+        print(f"No measured time for the '{profile.name}' profile: the README's Profiles table has estimates.")
+    runs = []
+    for nb in notebooks:
+        runs.append(execute_notebook(NOTEBOOK_DIR / nb, profile.paths, profile.name, progress=progress))
+        print(f"{nb}: done in {runs[-1].seconds:.0f} s (executed copy: {runs[-1].executed_copy})")
     return runs
 
 

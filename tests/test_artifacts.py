@@ -77,6 +77,16 @@ def test_every_stage_names_an_existing_notebook():
     assert {s.notebook for s in STAGES.values()} <= notebooks
 
 
+def test_with_needs_closes_over_what_each_stage_needs_in_pipeline_order():
+    assert artifacts.with_needs(["ppo"]) == ["data", "sft_full", "reward", "ppo"]
+    assert artifacts.with_needs(["sft_qlora", "data"]) == ["data", "sft_full", "sft_qlora"]
+    assert artifacts.with_needs([]) == []
+    with pytest.raises(KeyError, match="'rm'.*expected one of data, base"):
+        artifacts.with_needs(["rm"])
+    for stage, spec in STAGES.items():  # a stage needs only what earlier notebooks make: building never loops
+        assert all(STAGES[n].notebook < spec.notebook for n in spec.needs), stage
+
+
 def test_atomic_dir_swaps_in_a_complete_copy_and_keeps_the_old_one_on_failure(tmp_path):
     target = tmp_path / "ckpt"
     artifacts.atomic_dir(target, lambda d: (d / "a.txt").write_text("1"))

@@ -104,3 +104,43 @@ def test_an_unusable_output_root_is_an_error_before_any_notebook_runs(tmp_path, 
     with pytest.raises(PermissionError, match="output root .*locked cannot be written"):
         runner.run_course("tiny", only=["00"], paths=Paths(root=locked, data_dir=REPO_ROOT / "data"))
     assert ran == [] and list(locked.iterdir()) == []
+
+
+def test_build_missing_runs_the_notebooks_of_missing_stages_once_in_course_order(tmp_path, monkeypatch, capsys):
+    """The mechanism behind each notebook's ensure_stages cell, on stand-in notebooks that only write their stage's
+    done-marker (and say so): notebook 05 needs the reward model, which needs SFT and the data; QLoRA is not run."""
+    from rlhf_helpers.core.artifacts import STAGES
+    from rlhf_helpers.core.config import get_profile
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for stage, spec in STAGES.items():
+        marker = f"paths.prepared_data / {spec.done_marker!r}" if stage == "data" else \
+            f"paths.checkpoint({stage!r}) / {spec.done_marker!r}"
+        code = ("import os\nfrom rlhf_helpers.core.artifacts import Paths\npaths = Paths()\n"
+                f"path = {marker}\npath.parent.mkdir(parents=True, exist_ok=True)\npath.write_text('{{}}')\n"
+                f"print('built', {stage!r}, os.environ['RLHF_PROFILE'], os.environ['RLHF_SET'])")
+        nb = folder / spec.notebook
+        cells = nbformat.read(str(nb), 4).cells if nb.exists() else []
+        nbformat.write(new_notebook(cells=[*cells, new_code_cell(code)]), str(nb))  # 01 makes data and base
+    monkeypatch.setattr(runner, "NOTEBOOK_DIR", folder)
+    monkeypatch.setenv("RLHF_SET", "sft.max_steps=3")  # the kernels inherit the environment's settings
+    profile = get_profile("tiny", paths=Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data"))
+    write_text(profile.paths.result(runner.TIMES), "notebook,seconds\r\n01_data_preparation.ipynb,60.0\r\n"
+               "02_sft_full.ipynb,90.0\r\n04_reward_modeling.ipynb,90.0\r\n")
+    assert runner.missing_stages(profile.paths, ["reward"]) == ["data", "sft_full", "reward"]
+    runs = runner.build_missing(profile, ["reward"], progress=False)
+    assert [r.notebook for r in runs] == ["01_data_preparation.ipynb", "02_sft_full.ipynb", "04_reward_modeling.ipynb"]
+    out = capsys.readouterr().out
+    assert "Missing in" in out and "data, sft_full, reward" in out and "01_data_preparation.ipynb (~60 s)" in out
+    assert "Estimate: ~4 min" in out
+    printed = nbformat.read(str(runs[-1].executed_copy), 4).cells[0].outputs[-1]["text"]
+    assert printed.split() == ["built", "reward", "tiny", "sft.max_steps=3"]
+    assert runner.missing_stages(profile.paths, ["reward"]) == [] and runner.build_missing(profile, ["reward"]) == []
+    assert "Earlier stages found" in capsys.readouterr().out
+    colab = get_profile("colab", paths=profile.paths)
+    assert runner.measured_seconds(colab) == {} and runner.measured_seconds(profile)["02_sft_full.ipynb"] == 90.0
+    (profile.paths.checkpoint("sft_full") / STAGES["sft_full"].done_marker).unlink()  # an unfinished SFT run
+    assert [r.notebook for r in runner.build_missing(colab, ["ppo"], progress=False)] == [
+        "02_sft_full.ipynb", "05_ppo.ipynb"]  # only what is missing: the finished reward model is kept
+    assert "No measured time for the 'colab' profile" in capsys.readouterr().out

@@ -42,21 +42,38 @@ BETA_SWEEP_LOG = "ppo_beta_sweep.jsonl"  # under outputs/results: one record per
 @dataclass(frozen=True)
 class Stage:
     """One stage of the pipeline: the notebook that makes its artifacts, the file written last in its folder
-    (present = the stage finished), and its training log (None: none)."""
+    (present = the stage finished), its training log (None: none), and the stages that notebook reads."""
 
     notebook: str
     done_marker: str
     log: str | None = None
+    needs: tuple[str, ...] = ()
 
 
 STAGES: dict[str, Stage] = {
     "data": Stage("01_data_preparation.ipynb", DATA_INFO),
     "base": Stage("01_data_preparation.ipynb", BASE_INFO, BASE_INFO),
-    "sft_full": Stage("02_sft_full.ipynb", TRAIN_INFO, LOG_HISTORY),
-    "sft_qlora": Stage("03_sft_qlora.ipynb", TRAIN_INFO, LOG_HISTORY),
-    "reward": Stage("04_reward_modeling.ipynb", REWARD_INFO, LOG_HISTORY),
-    "ppo": Stage("05_ppo.ipynb", PPO_INFO, PPO_LOG),
+    "sft_full": Stage("02_sft_full.ipynb", TRAIN_INFO, LOG_HISTORY, needs=("data",)),  # tiny: + the base, which
+    # load_base builds when missing
+    "sft_qlora": Stage("03_sft_qlora.ipynb", TRAIN_INFO, LOG_HISTORY, needs=("data", "sft_full")),  # compares to 02
+    "reward": Stage("04_reward_modeling.ipynb", REWARD_INFO, LOG_HISTORY, needs=("data", "sft_full")),
+    "ppo": Stage("05_ppo.ipynb", PPO_INFO, PPO_LOG, needs=("data", "sft_full", "reward")),
 }
+
+
+def with_needs(stages: Iterable[str]) -> list[str]:
+    """``stages`` and every stage they need, transitively, in pipeline order (the order of :data:`STAGES`);
+    an unknown name raises ``KeyError`` listing the known ones."""
+    wanted: set[str] = set()
+    todo = list(stages)
+    while todo:
+        stage = todo.pop()
+        if stage not in STAGES:
+            raise KeyError(f"Unknown stage {stage!r}: expected one of {', '.join(STAGES)}")
+        if stage not in wanted:
+            wanted.add(stage)
+            todo.extend(STAGES[stage].needs)
+    return [s for s in STAGES if s in wanted]
 
 
 def notebook(stage: str) -> str:
