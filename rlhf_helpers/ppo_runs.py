@@ -577,6 +577,7 @@ class PPOStages:
     prompts: list[str]
     cfg: PPOConfig
     out_dir: Path
+    length_report: str = ""  # the data's answer lengths and the rollout length chosen (fit_response_length)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`train_ppo`."""
@@ -594,6 +595,30 @@ def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PP
         from . import reward
 
         reward_source = reward.load_reward_source(profile)
-    prompts = data_prep.rl_prompts(data_prep.load_prepared(profile))
-    return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, prompts, profile.ppo,
-                     profile.paths.checkpoint("ppo"))
+    prep = data_prep.load_prepared(profile)
+    lengths = np.array([len(ids) + 1 for ids in tokenizer(list(prep.preferences["train"]["chosen"]),
+                                                           add_special_tokens=False)["input_ids"]])  # + EOS
+    cfg, report = fit_response_length(profile.ppo, lengths)
+    return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, data_prep.rl_prompts(prep), cfg,
+                     profile.paths.checkpoint("ppo"), report)
+
+
+def fit_response_length(cfg: PPOConfig, lengths: np.ndarray, multiple: int = 8) -> tuple[PPOConfig, str]:
+    """``(cfg, report)`` for answers of ``lengths`` tokens (EOS included): with ``cfg.fit_response_length``, the
+    rollout length becomes their 95th percentile rounded up to ``multiple``, at most ``cfg.response_length``; where
+    the length left covers fewer than 95% of the answers the missing-EOS penalty is turned off (it would punish
+    the data's normal answers and teach truncation). Without it ``cfg`` is kept; the report says what it covers."""
+    if len(lengths) == 0:
+        raise ValueError("fit_response_length: no answer lengths (empty preference training split)")
+    p50, p95 = np.percentile(lengths, [50, 95])
+    head = f"chosen answers: median {p50:.0f} tokens, 95th percentile {p95:.0f} (n = {len(lengths):,})"
+    if cfg.fit_response_length:
+        length = min(cfg.response_length, multiple * math.ceil(p95 / multiple))
+        covered = float((lengths <= length).mean())
+        penalty = cfg.missing_eos_penalty if covered >= 0.95 else None
+        cfg = dataclasses.replace(cfg, response_length=length, missing_eos_penalty=penalty, fit_response_length=False)
+        why = "" if covered >= 0.95 else (f"; missing-EOS penalty off: the cap leaves {1 - covered:.0%} of the "
+                                          "answers unfinished, and the penalty would teach the policy to cut them")
+        return cfg, f"{head}; response_length fitted: {length} tokens, covers {covered:.0%}{why}"
+    covered = float((lengths <= cfg.response_length).mean())
+    return cfg, f"{head}; response_length = {cfg.response_length} (set), covers {covered:.0%}"

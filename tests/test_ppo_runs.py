@@ -10,6 +10,7 @@ import os
 import pickle
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from test_ppo import PROMPTS, ConstantReward, TokenFrequencyReward, small_cfg, target_ids
@@ -329,6 +330,25 @@ def test_live_plot_is_a_no_op_outside_jupyter_and_plots_history():
 
 
 # ------------------------------------------------------------------------------------- course loader
+def test_fit_response_length_follows_the_answers_and_drops_the_eos_penalty_under_a_short_cap():
+    from rlhf_helpers.core.config import PPOConfig
+
+    lengths = np.arange(1, 101)  # 1..100 tokens: 95th percentile 95.05
+    fixed = PPOConfig(response_length=64)
+    cfg, report = ppo_runs.fit_response_length(fixed, lengths)
+    assert cfg is fixed and report.endswith("response_length = 64 (set), covers 64%")
+    fits = PPOConfig(response_length=128, fit_response_length=True, missing_eos_penalty=1.0)
+    cfg, report = ppo_runs.fit_response_length(fits, lengths)
+    assert (cfg.response_length, cfg.missing_eos_penalty, cfg.fit_response_length) == (96, 1.0, False)
+    assert "median 50 tokens, 95th percentile 95 (n = 100)" in report and "fitted: 96 tokens, covers 96%" in report
+    capped = dataclasses.replace(fits, response_length=64)  # memory caps it below the data's answers
+    cfg, report = ppo_runs.fit_response_length(capped, lengths)
+    assert cfg.response_length == 64 and cfg.missing_eos_penalty is None
+    assert "missing-EOS penalty off: the cap leaves 36% of the answers unfinished" in report
+    with pytest.raises(ValueError, match="no answer lengths"):
+        ppo_runs.fit_response_length(fits, np.array([]))
+
+
 def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tmp_path):
     from rlhf_helpers import data_prep
     from rlhf_helpers.core.artifacts import MissingStageError, Paths
@@ -345,5 +365,6 @@ def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tm
     assert stages.prompts == list(dict.fromkeys(train_prompts)) and len(set(stages.prompts)) == len(stages.prompts)
     assert stages.ref_policy is not stages.policy and not any(p.requires_grad for p in stages.ref_policy.parameters())
     assert stages.out_dir == profile.paths.checkpoint("ppo") and stages.cfg == profile.ppo
+    assert stages.length_report.startswith("chosen answers: median ") and "response_length = 64 (set)" in stages.length_report
     assert set(stages.kwargs()) >= {"policy", "ref_policy", "tokenizer", "reward_source", "prompts", "cfg"}
     assert stages.policy.dtype == torch.float32 and stages.policy.config.pad_token_id == tiny_tokenizer.pad_token_id

@@ -157,6 +157,10 @@ class PPOConfig:
     gradient_accumulation_steps: int = 1  # micro-batches per minibatch (mini_batch_size must be a multiple)
     response_length: int = 64  # response length limit of the rollouts; tiny: a warm answer with three tips takes ~45-60
     # tokens, so at 32 the missing-EOS penalty teaches the policy to drop tips
+    fit_response_length: bool = False  # True: response_length becomes the 95th percentile of the preference data's
+    # chosen answers (tokens, rounded up to 8), at most the value above; where that cap covers fewer than 95% of the
+    # answers, the missing-EOS penalty is turned off: it would teach the policy to cut answers the data calls normal
+    # (ppo_runs.fit_response_length). tiny: False, its 64 covers the course answers
     temperature: float = 0.7  # sampling temperature of the rollouts (log-probs use the same temperature); tiny: at 1.0
     # the 1M-parameter SFT model's samples are often word salad, which the reward model cannot rank
     kl_coef: float = 0.1  # beta: weight of the per-token KL penalty -beta * (log pi - log pi_ref) (the start value when
@@ -347,7 +351,7 @@ def _colab() -> Profile:
         reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
                             eval_steps=200, logging_steps=20, max_length=512),
         ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8, lam=0.95,
-                      response_length=64, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1, sweep_betas=[0.0, 0.05, 0.5],
+                      response_length=128, fit_response_length=True, kl_coef=0.05, adaptive_kl=True, vf_coef=0.1, sweep_betas=[0.0, 0.05, 0.5],
                       short_run_learning_rate=None),  # the short runs at the main run's learning rate
         eval=EvalConfig(num_prompts=200, max_new_tokens=128),
         beyond=BeyondPPOConfig(dpo_betas=(0.1, 0.5), dpo_learning_rate=5e-7, dpo_max_steps=500, dpo_batch_size=8,
@@ -357,17 +361,28 @@ def _colab() -> Profile:
 
 
 def _cpu() -> Profile:
+    """A laptop with internet: small real models, short runs. The runtimes are estimated by
+    ``benchmarks/cpu_profile.py`` from per-step times of models of these shapes (the Hub is not reachable here)."""
     return Profile(
         name="cpu",
-        model=ModelConfig(name="sshleifer/tiny-gpt2"),
-        data=DataConfig(source="Dahoas/synthetic-instruct-gptj-pairwise"),
-        sft=SFTConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
-        qlora=QLoRAConfig(base="sshleifer/tiny-gpt2", load_in_4bit=False, learning_rate=3e-3, max_steps=200,
-                          per_device_train_batch_size=8, max_length=256),
-        reward=RewardConfig(learning_rate=1e-4, max_steps=200, per_device_train_batch_size=8, max_length=256),
-        ppo=PPOConfig(total_updates=20, batch_size=16, mini_batch_size=4),
-        beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=1e-4, dpo_max_steps=50, online_max_steps=10,
-                               online_snapshot_every=5, online_learning_rate=1e-4),  # short, as the other stages
+        model=ModelConfig(name="distilgpt2"),  # S0's CPU-friendly model: GPT-2 distilled to 6 layers, 82M parameters
+        data=DataConfig(source="Dahoas/synthetic-instruct-gptj-pairwise", num_heldout_prompts=100),
+        sft=SFTConfig(learning_rate=5e-5, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
+                      logging_steps=10, max_length=256),
+        qlora=QLoRAConfig(learning_rate=2e-4, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
+                          logging_steps=10, max_length=256),  # the same distilgpt2, 4-bit (bitsandbytes runs on CPU)
+        reward=RewardConfig(learning_rate=2e-5, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
+                            logging_steps=10, max_length=256),
+        ppo=PPOConfig(learning_rate=1.41e-5, total_updates=16, batch_size=16, mini_batch_size=8, lam=0.95,
+                      response_length=96, fit_response_length=True, kl_coef=0.05, brevity_updates=4,
+                      sweep_betas=[0.0, 0.5], sweep_updates=8, sweep_prompts=64, short_run_batch_size=16,
+                      short_run_learning_rate=None),  # TRL's learning rate, as colab
+        # a judge a laptop runs: DeBERTa-v3-base (184M parameters), trained on Dahoas's synthetic-instruct among others
+        eval=EvalConfig(num_prompts=100, max_new_tokens=96, batch_size=16,
+                        hub_judge="OpenAssistant/reward-model-deberta-v3-base"),
+        beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=5e-6, dpo_max_steps=50, online_max_steps=10,
+                               online_snapshot_every=5, online_learning_rate=5e-6, max_completion_length=96,
+                               logging_steps=5),  # short, as the other stages
     )
 
 
