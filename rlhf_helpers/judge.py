@@ -403,6 +403,10 @@ class GoldJudge:
 
         return torch.tensor(gold_scores(list(prompts), list(responses)), dtype=torch.float32)
 
+    def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """:func:`gold_scores`: one float per (prompt, response)."""
+        return gold_scores(prompts, responses)
+
 
 class HubJudge:
     """A reward model from the Hub as the judge, e.g. ``OpenAssistant/reward-model-deberta-v3-large-v2``.
@@ -441,10 +445,16 @@ class HubJudge:
                 out.append(self._model(**enc).logits[:, 0].float().cpu())
         return torch.cat(out) if out else torch.zeros(0)
 
+    def scores(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        """:meth:`score` as one float per (prompt, response)."""
+        return self.score(list(prompts), list(responses)).tolist()
+
 
 def load_judge(profile: Profile) -> GoldJudge | HubJudge:
     """The judge of ``profile.eval.judge``: ``"gold"`` -> :class:`GoldJudge`; a model name -> :class:`HubJudge`;
-    ``"auto"`` -> the gold judge on the course data, else ``profile.eval.hub_judge``."""
+    ``"auto"`` -> the gold judge on the course data, else ``profile.eval.hub_judge`` (the rubric knows only the
+    course's ten topics: on other data it would grade keywords, not answers). Its ``name`` goes into the titles;
+    ``scores(prompts, responses) -> list[float]`` is what the reward-model checks and PPO's ``objective/gold`` use."""
     choice = profile.eval.judge
     if choice == "auto":
         choice = "gold" if profile.data.source == "course" else profile.eval.hub_judge

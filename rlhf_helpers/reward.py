@@ -54,7 +54,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -77,6 +77,9 @@ PAD_TOKEN = chat.PAD_TOKEN
 
 
 # ============================================================================================ interface
+JudgeScores = Callable[[Sequence[str], Sequence[str]], Sequence[float]]  # (prompts, responses) -> one score each
+
+
 @runtime_checkable
 class RewardSource(Protocol):
     """Anything PPO can be rewarded by: ``score(prompts, responses) -> Tensor[B]`` (float32, CPU)."""
@@ -438,15 +441,17 @@ def train_reward_model(
 
 
 # ======================================================================================== regression
-def scored_records(pairs: Dataset | pd.DataFrame) -> list[dict[str, Any]]:
+def scored_records(pairs: Dataset | pd.DataFrame, judge_scores: JudgeScores = judge.gold_scores) -> list[dict[str, Any]]:
     """Preference pairs -> scored records ``{prompt, response, score}`` (each answer rated on its own).
 
-    The course data has no ratings, so the gold judge stands in for the raters (as the 1-10 scores of
-    UltraFeedback or HelpSteer would on real data).
+    The data has no ratings, so a judge stands in for the raters (as the 1-10 scores of UltraFeedback or HelpSteer
+    would on real data): ``judge_scores(prompts, responses) -> scores``, by default the course's gold judge (on other
+    data pass ``judge.load_judge(profile).scores``).
     """
     rows = list(pairs) if hasattr(pairs, "features") else pairs.to_dict("records")  # a Dataset, or a DataFrame
-    return [{"prompt": r["prompt"], "response": r[k], "score": judge.gold_score(r["prompt"], r[k])}
-            for r in rows for k in ("chosen", "rejected")]
+    answers = [(r["prompt"], r[k]) for r in rows for k in ("chosen", "rejected")]
+    scores = judge_scores([p for p, _ in answers], [a for _, a in answers]) if answers else []
+    return [{"prompt": p, "response": a, "score": float(s)} for (p, a), s in zip(answers, scores, strict=True)]
 
 
 def train_regression_model(
@@ -493,10 +498,12 @@ def train_regression_model(
 
 
 # ====================================================================================== evaluation
-def score_pairs(source: RewardSource, pairs: Dataset | pd.DataFrame, gold: bool = True) -> pd.DataFrame:
+def score_pairs(source: RewardSource, pairs: Dataset | pd.DataFrame,
+                judge_scores: JudgeScores | None = judge.gold_scores) -> pd.DataFrame:
     """One row per pair: its columns plus ``rm_chosen``, ``rm_rejected``, ``rm_margin``, ``correct``
-    (``rm_chosen > rm_rejected``: agrees with the stored label) and, with ``gold``, ``gold_chosen``,
-    ``gold_rejected`` and ``agrees_with_gold`` (the reward model orders the pair as the gold judge does)."""
+    (``rm_chosen > rm_rejected``: agrees with the stored label) and, unless ``judge_scores`` is None, the judge's
+    ``gold_chosen``, ``gold_rejected`` and ``agrees_with_gold`` (the reward model orders the pair as the judge does;
+    by default the course's gold judge, on other data ``judge.load_judge(profile).scores``)."""
     import pandas as pd
 
     df = pairs.to_pandas() if hasattr(pairs, "to_pandas") else pd.DataFrame(pairs).copy()
@@ -506,9 +513,9 @@ def score_pairs(source: RewardSource, pairs: Dataset | pd.DataFrame, gold: bool 
     df["rm_chosen"], df["rm_rejected"] = scores[:n], scores[n:]
     df["rm_margin"] = df["rm_chosen"] - df["rm_rejected"]
     df["correct"] = df["rm_margin"] > 0
-    if gold:
-        df["gold_chosen"] = judge.gold_scores(prompts, list(df["chosen"]))
-        df["gold_rejected"] = judge.gold_scores(prompts, list(df["rejected"]))
+    if judge_scores is not None:
+        df["gold_chosen"] = list(judge_scores(prompts, list(df["chosen"])))
+        df["gold_rejected"] = list(judge_scores(prompts, list(df["rejected"])))
         df["agrees_with_gold"] = (df["rm_margin"] > 0) == (df["gold_chosen"] > df["gold_rejected"])
     return df
 
@@ -827,8 +834,9 @@ def fool_variants(prompt: str, reference: str, other_reference: str) -> dict[str
 
 
 def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequence[str],
-               others: Sequence[str]) -> pd.DataFrame:
-    """Score every :func:`fool_variants` of each (prompt, reference) by the reward model and the gold judge.
+               others: Sequence[str], judge_scores: JudgeScores = judge.gold_scores) -> pd.DataFrame:
+    """Score every :func:`fool_variants` of each (prompt, reference) by the reward model and the judge (``judge_scores``:
+    the course's gold judge by default; on other data ``judge.load_judge(profile).scores``).
 
     One row per variant: mean RM score, mean gold score, and how often each of them ranks the variant *above*
     the plain reference answer. ``RM fooled %`` = pairs where the RM prefers the variant while the gold judge
@@ -841,7 +849,7 @@ def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequenc
             for k, v in fool_variants(p, ref, other).items()]
     df = pd.DataFrame(rows)
     df["rm"] = source.score(list(df["prompt"]), list(df["response"])).numpy()
-    df["gold"] = judge.gold_scores(list(df["prompt"]), list(df["response"]))
+    df["gold"] = list(judge_scores(list(df["prompt"]), list(df["response"])))
     ref = df[df["variant"] == "reference"].set_index("prompt")
     df["rm_beats_ref"] = df["rm"] > df["prompt"].map(ref["rm"])
     df["gold_beats_ref"] = df["gold"] > df["prompt"].map(ref["gold"])

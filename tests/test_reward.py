@@ -74,7 +74,7 @@ def _fresh_rm(tokenizer, seed: int = 0):
 def trained(pairs, rm_tokenizer):
     train, test = pairs
     model = _fresh_rm(rm_tokenizer)
-    before = reward.score_pairs(reward.RewardModelSource(model, rm_tokenizer), test, gold=False)
+    before = reward.score_pairs(reward.RewardModelSource(model, rm_tokenizer), test, judge_scores=None)
     run = reward.train_reward_model(model, rm_tokenizer, train, RM_CFG, eval_pairs=test.select(range(32)),
                                     progress=False)
     return run, before
@@ -83,7 +83,7 @@ def trained(pairs, rm_tokenizer):
 # ------------------------------------------------------------------------------------------- training
 def test_training_raises_heldout_accuracy_far_above_chance(trained, pairs):
     run, before = trained
-    after = reward.score_pairs(reward.RewardModelSource(run.model, run.tokenizer), pairs[1], gold=False)
+    after = reward.score_pairs(reward.RewardModelSource(run.model, run.tokenizer), pairs[1], judge_scores=None)
     table = reward.accuracy_table(before, after)
     assert table.loc["clean pairs", "after %"] >= 85  # a fresh head is at chance (expected 50%)
     assert table.loc["clean pairs", "after %"] >= table.loc["clean pairs", "before %"] + 20
