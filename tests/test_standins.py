@@ -12,8 +12,10 @@ from rlhf_helpers.judge import HubJudge
 
 def test_standins_have_the_hub_shape_and_load_through_the_map(tmp_path, monkeypatch):
     value = standins.build(tmp_path, REPO_ROOT / "data", rows=30)
-    assert hub.hub_map(value) == {"gpt2": str(tmp_path / "gpt2"), standins.JUDGE: str(tmp_path / "judge"),
-                                  standins.DAHOAS: str(tmp_path / "dahoas.jsonl")}
+    assert hub.hub_map(value) == {
+        "gpt2": str(tmp_path / "gpt2"), "distilgpt2": str(tmp_path / "distilgpt2"), standins.JUDGE: str(tmp_path / "judge"),
+        standins.CPU_JUDGE: str(tmp_path / "judge-base"), standins.QWEN2: str(tmp_path / "qwen2"),
+        standins.DAHOAS: str(tmp_path / "dahoas.jsonl"), standins.ULTRAFEEDBACK: str(tmp_path / "ultrafeedback.jsonl")}
     config = json.loads((tmp_path / "gpt2" / "config.json").read_text())
     assert config["model_type"] == "gpt2" and config.get("pad_token_id") is None
     saved = json.loads((tmp_path / "gpt2" / "tokenizer_config.json").read_text())
@@ -29,3 +31,22 @@ def test_standins_have_the_hub_shape_and_load_through_the_map(tmp_path, monkeypa
     assert loaded.format.name == "preference" and len(loaded.records) == 30
     first = json.loads((REPO_ROOT / "data" / "preferences.jsonl").read_text().splitlines()[0])
     assert loaded.records[0] == {k: first[k] for k in ("prompt", "chosen", "rejected")}
+
+
+def test_the_qwen2_standin_has_chatml_and_the_chat_file_has_message_pairs(tmp_path, monkeypatch):
+    """The shapes a user's own choices bring: a Qwen2 model whose tokenizer has a ChatML template, an eos that is not
+    its pad, no bos (the course puts its own template on and keeps both), and UltraFeedback-style message lists."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv(hub.ENV, standins.build(tmp_path, REPO_ROOT / "data", rows=20))
+    saved = AutoTokenizer.from_pretrained(tmp_path / "qwen2")
+    assert "<|im_start|>" in saved.chat_template and saved.bos_token is None
+    assert (saved.eos_token, saved.pad_token) == ("<|im_end|>", "<|endoftext|>")
+    assert json.loads((tmp_path / "qwen2" / "config.json").read_text())["model_type"] == "qwen2"
+    tokenizer = loading.load_tokenizer(standins.QWEN2)
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+    assert "Human:" in tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
+    loaded = data_prep.load_data(standins.ULTRAFEEDBACK)
+    assert loaded.format.name == "chat_preference" and len(loaded.records) == 20
+    first = json.loads((REPO_ROOT / "data" / "preferences.jsonl").read_text().splitlines()[0])
+    assert loaded.records[0]["prompt"] == first["prompt"] and loaded.records[0]["chosen"] == first["chosen"]

@@ -1,13 +1,15 @@
 """Hub-shaped stand-ins, built offline from the course data, for running the Hub profiles' code paths without the Hub.
 
-No machine of this project reaches the Hub. These stand-ins have the *shape* of what the ``colab`` profile loads
-(not its knowledge): a GPT-2-architecture model whose tokenizer, like ``gpt2``'s, has no pad token and no chat
-template; a DeBERTa-v2 sequence-classification model with one output, as the judge
-``OpenAssistant/reward-model-deberta-v3-large-v2``; and a preference file shaped like
+No machine of this project reaches the Hub. These stand-ins have the *shape* of what the ``colab`` and ``cpu``
+profiles load (not its knowledge): GPT-2-architecture models whose tokenizer, like ``gpt2``'s and ``distilgpt2``'s,
+has no pad token and no chat template; DeBERTa-v2 sequence-classification models with one output, as the judges
+``OpenAssistant/reward-model-deberta-v3-large-v2`` and ``-base``; and a preference file shaped like
 ``Dahoas/synthetic-instruct-gptj-pairwise`` (``prompt``/``chosen``/``rejected`` and nothing else: none of the course
-data's annotations). :func:`build` writes them and the ``$RLHF_HUB_MAP`` value that points the profile's Hub ids at
-them (:mod:`rlhf_helpers.core.hub`). Their weights are random: they prove that the code paths run, not what they
-learn.
+data's annotations). For a user's own choices: a Qwen2-architecture model whose tokenizer has a ChatML template,
+eos ``<|im_end|>`` and pad ``<|endoftext|>`` (as ``Qwen/Qwen2.5-0.5B-Instruct``), and chat-message preference pairs
+shaped like ``trl-lib/ultrafeedback_binarized``. :func:`build` writes them all and the ``$RLHF_HUB_MAP`` value that
+points those Hub ids at them (:mod:`rlhf_helpers.core.hub`). Their weights are random: they prove that the code
+paths run, not what they learn.
 """
 
 from __future__ import annotations
@@ -24,8 +26,14 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
 GPT2 = "gpt2"
+DISTILGPT2 = "distilgpt2"  # the cpu profile's model
 DAHOAS = "Dahoas/synthetic-instruct-gptj-pairwise"
 JUDGE = EvalConfig().hub_judge  # the colab profile's judge on Hub data
+CPU_JUDGE = "OpenAssistant/reward-model-deberta-v3-base"  # the cpu profile's
+QWEN2 = "Qwen/Qwen2.5-0.5B-Instruct"
+ULTRAFEEDBACK = "trl-lib/ultrafeedback_binarized"
+CHATML = ("{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+          "'<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}")
 
 
 def course_tokenizer(data_dir: Path) -> PreTrainedTokenizerFast:
@@ -44,6 +52,32 @@ def gpt2_standin(out: Path, tokenizer: PreTrainedTokenizerFast, cfg: ModelConfig
     model.config.pad_token_id = model.generation_config.pad_token_id = None
     tokenizer.pad_token = None
     tokenizer.chat_template = None
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def qwen2_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Path:
+    """Save a random Qwen2-architecture causal LM (2 layers of 64, grouped-query attention) with (a copy of)
+    ``tokenizer`` made ChatML-shaped as ``Qwen/Qwen2.5-0.5B-Instruct``'s: ``<|im_start|>``/``<|im_end|>`` added,
+    eos ``<|im_end|>``, pad ``<|endoftext|>``, no bos, a ChatML chat template (the course replaces it with its own)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.eos_token, tokenizer.pad_token, tokenizer.bos_token = "<|im_end|>", "<|endoftext|>", None
+    tokenizer.chat_template = CHATML
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -82,11 +116,31 @@ def dahoas_standin(out: Path, data_dir: Path, rows: int = 1000) -> Path:
     return out
 
 
+def ultrafeedback_standin(out: Path, data_dir: Path, rows: int = 1000) -> Path:
+    """Write the first ``rows`` course preference pairs as chat-message pairs shaped like
+    ``trl-lib/ultrafeedback_binarized``: ``chosen`` and ``rejected`` are ``[user, assistant]`` message lists, beside
+    ``score_chosen`` and ``score_rejected`` (UltraFeedback's 1-10 ratings; here 10 and 1: the course pairs have none)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / "preferences.jsonl", encoding="utf-8") as f:
+        pairs = [json.loads(line) for _, line in zip(range(rows), f, strict=False)]
+
+    def chat(p: dict, answer: str) -> list[dict[str, str]]:
+        return [{"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p[answer]}]
+
+    rows_out = [{"chosen": chat(p, "chosen"), "rejected": chat(p, "rejected"), "score_chosen": 10.0,
+                 "score_rejected": 1.0} for p in pairs]
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows_out), encoding="utf-8")
+    return out
+
+
 def build(out: Path, data_dir: Path, rows: int = 1000) -> str:
-    """The three stand-ins under ``out``; returns the ``$RLHF_HUB_MAP`` value that maps ``gpt2``, the judge and the
-    Dahoas id to them."""
-    tokenizer = course_tokenizer(data_dir)
-    model = gpt2_standin(Path(out) / "gpt2", tokenizer)
-    judge = judge_standin(Path(out) / "judge", tokenizer)
-    data = dahoas_standin(Path(out) / "dahoas.jsonl", data_dir, rows)
-    return f"{GPT2}={model};{JUDGE}={judge};{DAHOAS}={data}"
+    """Every stand-in under ``out``; returns the ``$RLHF_HUB_MAP`` value that maps ``gpt2`` and ``distilgpt2``, both
+    judges, the Qwen2 model and both datasets' ids to them."""
+    out, tokenizer = Path(out), course_tokenizer(data_dir)
+    model = gpt2_standin(out / "gpt2", tokenizer)
+    judge = judge_standin(out / "judge", tokenizer)
+    pairs = {GPT2: model, DISTILGPT2: gpt2_standin(out / "distilgpt2", tokenizer, seed=1),
+             JUDGE: judge, CPU_JUDGE: judge_standin(out / "judge-base", tokenizer, seed=1),
+             QWEN2: qwen2_standin(out / "qwen2", tokenizer), DAHOAS: dahoas_standin(out / "dahoas.jsonl", data_dir, rows),
+             ULTRAFEEDBACK: ultrafeedback_standin(out / "ultrafeedback.jsonl", data_dir, rows)}
+    return ";".join(f"{name}={path}" for name, path in pairs.items())
