@@ -9,9 +9,9 @@ PROFILE ?= tiny
 
 .PHONY: install course seeds test lab lint data links clean
 
-# --no-compile: no bytecode for the ~16,000 installed modules up front (about a minute on 2 cores); Python writes it
-# for the modules the course imports, on first import.
-PIP    := $(BIN)/python -m pip install -q --no-compile
+# pip writes the bytecode of every installed module up front: where PYTHONDONTWRITEBYTECODE is set (as on this
+# project's machines) Python would otherwise compile torch and transformers again in every process (~20 s a kernel).
+PIP    := $(BIN)/python -m pip install -q
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

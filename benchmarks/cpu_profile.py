@@ -4,8 +4,8 @@ No machine of this project reaches the Hub, so the ``cpu`` profile's models cann
 *shapes* can be built from a config (random weights cost as much compute as trained ones): ``distilgpt2`` (GPT-2,
 6 layers of 768, vocabulary 50,257) and the judge ``OpenAssistant/reward-model-deberta-v3-base`` (DeBERTa-v2,
 12 layers of 768, vocabulary 128,100). This script times one step of each stage with the profile's batch sizes and
-lengths, multiplies by the profile's step counts, and prints an estimate per stage (the stage's fixed costs --
-loading, evaluation passes, plots -- are not in it):
+lengths, multiplies by the profile's step counts, and prints an estimate per stage (loading, plots, notebook 07
+and the judge's scoring of PPO's rollouts are not in it):
 
     .venv/bin/python benchmarks/cpu_profile.py              # torch's default threads (all cores)
     .venv/bin/python benchmarks/cpu_profile.py --threads 2
@@ -156,7 +156,7 @@ def main() -> None:
              *(f"| {s} | {w} | {sec:.2f} | {n:.0f} | {sec * n / 60:.1f} |" for s, w, sec, n in rows)]
     total = sum(sec * n for *_, sec, n in rows) / 60
     head = (f"Machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}; "
-            f"sequences of {L} tokens. Training steps only: add loading and evaluation passes.")
+            f"sequences of {L} tokens. Steps only: add loading, plots, notebook 07 and PPO's judge scoring.")
     REPORT.write_text(f"# The cpu profile's cost, estimated\n\n{head}\n\n" + "\n".join(lines)
                       + f"\n\n**Total: ~{total:.0f} min.**\n")
     print(f"\ntotal ~{total:.0f} min; table in {REPORT}")

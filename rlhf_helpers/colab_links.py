@@ -4,7 +4,8 @@
 (``python -m rlhf_helpers links``), which rewrites the first code cell of every notebook (:func:`install_cell`) and
 the README's badges (:func:`badge_url`); ``links --check`` (run by the tests) fails when any of them disagrees.
 
-The install cell runs only on Colab. It installs ``requirements.txt`` (the runtime libraries; the local lab and
+The install cell runs only on Colab, and not in a notebook that another one runs (``$RLHF_RUNNER``, set by
+:func:`rlhf_helpers.runner.execute_notebook`: the course is installed already). It installs ``requirements.txt`` (the runtime libraries; the local lab and
 dev tools are in ``requirements-dev.txt``) with Colab's own torch, ipykernel, Jupyter and notebook packages held at
 the versions Colab ships (a pip constraints file made from ``pip list --format=freeze``): reinstalling them can break the
 running Colab kernel, and torch would be several GB.
@@ -21,7 +22,7 @@ from .core.artifacts import REPO_ROOT, write_text
 
 REPO = "rlhf-course/rlhf-course"  # GitHub owner/name of the course; a fork changes this line and runs `make links`
 BRANCH = "main"
-HELD = ("torch", "torchvision", "torchaudio", "ipykernel", "ipython", "jupyter[-a-z]*", "notebook", "tornado",
+HELD = ("torch", "torchvision", "torchaudio", "ipykernel", "ipython", "jupyter[-_a-z]*", "notebook", "tornado",
         "pyzmq")  # Colab's packages the install must leave as they are (regular expressions for grep -E)
 CLONE_DIR = "/content/rlhf-course"
 BADGE = re.compile(r"https://colab\.research\.google\.com/github/[^/\s)]+/[^/\s)]+/blob/[^/\s)]+/notebooks/")
@@ -40,8 +41,10 @@ def install_cell(repo: str = REPO) -> str:
     """The first code cell of every notebook: on Colab only, clone the course and install what Colab lacks."""
     held = "|".join(HELD)
     return "\n".join([
+        "import os",
         "import sys",
-        'if "google.colab" in sys.modules:  # Colab only: fetch the course, install what Colab lacks',
+        'if "google.colab" in sys.modules and not os.environ.get("RLHF_RUNNER"):  # Colab, not run by another notebook:',
+        "    # fetch the course, install what Colab lacks",
         f"    !git clone -q {repo_url(repo)} {CLONE_DIR}",
         f"    %cd {CLONE_DIR}",
         f"    !pip list --format=freeze | grep -iE '^({held})==' > /tmp/colab-held.txt  # Colab's torch, kernel",

@@ -50,7 +50,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .core.hub import resolve
@@ -382,6 +382,10 @@ def gold_breakdown(prompt: str, response: str) -> dict[str, float]:
 def gold_score(prompt: str, response: str) -> float:
     """The judge's total score of one response, in [0, 1] (higher is better)."""
     return gold_breakdown(prompt, response)["total"]
+
+
+Scores = Callable[[Sequence[str], Sequence[str]], Sequence[float]]  # (prompts, responses) -> one score each, as
+# gold_scores and the judges' scores(); what reward.score_pairs / fool_table / scored_records take as judge_scores
 
 
 def gold_scores(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:

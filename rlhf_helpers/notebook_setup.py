@@ -7,7 +7,8 @@ import platform
 import sys
 from pathlib import Path
 
-from .core.config import SETTINGS_ENV, Profile, get_profile
+from .core.artifacts import Paths
+from .core.config import SETTINGS_ENV, Profile, get_profile, resolve_profile_name
 from .core.hub import hub_map
 from .core.loading import precision
 from .runner import build_missing
@@ -42,7 +43,7 @@ def device_name() -> str:
 
 
 DRIVE_MOUNT = "/content/drive"
-DRIVE_OUTPUTS = DRIVE_MOUNT + "/MyDrive/rlhf-course/outputs"  # where Colab keeps the course's outputs on Drive
+DRIVE_FOLDER = "MyDrive/rlhf-course"  # under the mount: one outputs folder per profile, <profile>/outputs
 
 
 def on_colab() -> bool:
@@ -50,11 +51,17 @@ def on_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def keep_on_drive(folder: str | None = None) -> Path | None:
-    """On Colab, mount Google Drive and make ``folder`` (default :data:`DRIVE_OUTPUTS`) the output root (``$RLHF_OUTPUT_DIR``, which the notebooks
-    this kernel runs inherit), so that the next notebook -- a fresh Colab machine -- finds the stages this one
-    builds. Returns the folder; ``None`` (and says why) when not on Colab, when ``$RLHF_OUTPUT_DIR`` is already set
-    (it wins), or when Drive could not be mounted (the outputs then stay on this machine)."""
+def drive_outputs(profile: str) -> Path:
+    """The output root on Google Drive for ``profile``: a profile's stages never meet another's."""
+    return Path(DRIVE_MOUNT) / DRIVE_FOLDER / profile / "outputs"
+
+
+def keep_on_drive(profile: str, folder: str | Path | None = None) -> Path | None:
+    """On Colab, mount Google Drive and make ``folder`` (default :func:`drive_outputs`) the output root
+    (``$RLHF_OUTPUT_DIR``, which the notebooks this kernel runs inherit), so that the next notebook -- a fresh Colab
+    machine -- finds the stages this one builds. Returns the folder; ``None`` (and says why) when not on Colab, when
+    ``$RLHF_OUTPUT_DIR`` is already set (it wins), or when Drive could not be mounted or its folder written (the
+    outputs then stay on this machine)."""
     if not on_colab():
         return None
     if os.environ.get("RLHF_OUTPUT_DIR"):
@@ -64,11 +71,12 @@ def keep_on_drive(folder: str | None = None) -> Path | None:
 
     try:
         drive.mount(DRIVE_MOUNT)
-    except Exception as err:  # declined, or no Drive: the course still runs, on this machine only
-        print(f"Google Drive not mounted ({err}): outputs stay on this Colab machine and go with it.")
+        root = Paths(root=folder or drive_outputs(profile)).check_root()
+    except Exception as err:  # declined, no Drive, a full or read-only folder: the course still runs, on this machine
+        print(f"Google Drive not used ({err}): outputs stay on this Colab machine and go with it.")
         return None
-    os.environ["RLHF_OUTPUT_DIR"] = folder or DRIVE_OUTPUTS
-    return Path(os.environ["RLHF_OUTPUT_DIR"])
+    os.environ["RLHF_OUTPUT_DIR"] = str(root)
+    return root
 
 
 def start(profile: str | None = None, verbose: bool = True, drive: bool = False) -> Profile:
@@ -86,7 +94,7 @@ def start(profile: str | None = None, verbose: bool = True, drive: bool = False)
     from transformers import set_seed
 
     if drive:
-        keep_on_drive()
+        keep_on_drive(resolve_profile_name(profile))
     prof = get_profile(profile)
     threads = os.environ.get("RLHF_TORCH_THREADS")
     if threads:
@@ -132,7 +140,7 @@ def check(ok: bool, message: str) -> None:
 
 
 def ensure_stages(profile: Profile, *stages: str) -> None:
-    """The notebook's second cell: check that the earlier ``stages`` (and what they need) have finished runs in the
+    """In each notebook's setup cell (its second code cell), after :func:`start`: check that the earlier ``stages`` (and what they need) have finished runs in the
     output root; run the notebook of each missing one (a fresh Colab machine with nothing on Drive), with a
     progress bar and a time estimate. See :func:`rlhf_helpers.runner.build_missing`."""
     build_missing(profile, stages)

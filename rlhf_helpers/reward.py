@@ -54,7 +54,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -77,9 +77,6 @@ PAD_TOKEN = chat.PAD_TOKEN
 
 
 # ============================================================================================ interface
-JudgeScores = Callable[[Sequence[str], Sequence[str]], Sequence[float]]  # (prompts, responses) -> one score each
-
-
 @runtime_checkable
 class RewardSource(Protocol):
     """Anything PPO can be rewarded by: ``score(prompts, responses) -> Tensor[B]`` (float32, CPU)."""
@@ -441,7 +438,7 @@ def train_reward_model(
 
 
 # ======================================================================================== regression
-def scored_records(pairs: Dataset | pd.DataFrame, judge_scores: JudgeScores = judge.gold_scores) -> list[dict[str, Any]]:
+def scored_records(pairs: Dataset | pd.DataFrame, judge_scores: judge.Scores = judge.gold_scores) -> list[dict[str, Any]]:
     """Preference pairs -> scored records ``{prompt, response, score}`` (each answer rated on its own).
 
     The data has no ratings, so a judge stands in for the raters (as the 1-10 scores of UltraFeedback or HelpSteer
@@ -499,7 +496,7 @@ def train_regression_model(
 
 # ====================================================================================== evaluation
 def score_pairs(source: RewardSource, pairs: Dataset | pd.DataFrame,
-                judge_scores: JudgeScores | None = judge.gold_scores) -> pd.DataFrame:
+                judge_scores: judge.Scores | None = judge.gold_scores) -> pd.DataFrame:
     """One row per pair: its columns plus ``rm_chosen``, ``rm_rejected``, ``rm_margin``, ``correct``
     (``rm_chosen > rm_rejected``: agrees with the stored label) and, unless ``judge_scores`` is None, the judge's
     ``gold_chosen``, ``gold_rejected`` and ``agrees_with_gold`` (the reward model orders the pair as the judge does;
@@ -834,7 +831,7 @@ def fool_variants(prompt: str, reference: str, other_reference: str) -> dict[str
 
 
 def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequence[str],
-               others: Sequence[str], judge_scores: JudgeScores = judge.gold_scores) -> pd.DataFrame:
+               others: Sequence[str], judge_scores: judge.Scores = judge.gold_scores) -> pd.DataFrame:
     """Score every :func:`fool_variants` of each (prompt, reference) by the reward model and the judge (``judge_scores``:
     the course's gold judge by default; on other data ``judge.load_judge(profile).scores``).
 

@@ -10,6 +10,7 @@ the executed copies must not land in the folder of the source notebooks (they wo
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import time
@@ -20,7 +21,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .core.artifacts import REPO_ROOT, STAGES, MissingStageError, Paths, with_needs, write_text
+from .core.artifacts import (
+    DATA_INFO,
+    REPO_ROOT,
+    STAGES,
+    MissingStageError,
+    Paths,
+    read_json,
+    with_needs,
+    write_text,
+)
 from .core.config import Profile, resolve_profile_name
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -78,7 +88,7 @@ def check_outputs(paths: Paths, sources: Sequence[Path]) -> None:
     paths.check_root()
 
 
-def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int = 1800,
+def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: int | None = 1800,
                      progress: bool = False) -> NotebookRun:
     """Run one notebook top to bottom; keep the executed copy under ``paths.executed_notebooks``. ``progress``
     shows a bar over its code cells.
@@ -89,7 +99,7 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
     """
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     path = Path(path)
     check_outputs(paths, [path])
@@ -99,16 +109,18 @@ def execute_notebook(path: Path, paths: Paths, profile: str = "tiny", timeout: i
                             resources={"metadata": {"path": str(path.parent)}},
                             on_cell_executed=lambda **_: bar.update(1))
     out = paths.executed_notebooks / path.name
-    env = {"RLHF_PROFILE": profile, "RLHF_OUTPUT_DIR": str(paths.root), "RLHF_DATA_DIR": str(paths.data_dir),
-           "RLHF_SEED": os.environ.get("RLHF_SEED", ""),
+    env = {"RLHF_PROFILE": profile, "RLHF_OUTPUT_DIR": str(paths.root.resolve()),  # the kernel starts elsewhere
+           "RLHF_DATA_DIR": str(paths.data_dir.resolve()), "RLHF_SEED": os.environ.get("RLHF_SEED", ""),
+           "RLHF_RUNNER": "1",  # the notebook's Colab install cell skips: the course is installed already
            "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     try:
         with environ(**env):
             client.execute()
-    except CellExecutionError as err:
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as err:
         _write_notebook(nb, out)
-        raise NotebookFailed(f"{path.name} failed (executed copy: {out}):\n{err}") from None
+        why = {CellTimeoutError: f"a cell ran past {timeout} s", DeadKernelError: "the kernel died (out of memory?)"}
+        raise NotebookFailed(f"{path.name} failed (executed copy: {out}): {why.get(type(err), '')}\n{err}") from None
     finally:
         bar.close()
     seconds = time.perf_counter() - start
@@ -148,19 +160,26 @@ TIMES = "notebook_times.csv"  # under outputs/results: each notebook's wall time
 
 
 def read_times(path: Path) -> dict[str, float]:
-    """``notebook -> seconds`` from a :data:`TIMES` file ({} when there is none)."""
+    """``notebook -> seconds`` from a :data:`TIMES` file ({} when there is none); rows that are not
+    ``name,seconds`` are skipped (the times only feed estimates)."""
     if not path.exists():
         return {}
-    rows = [line.split(",") for line in path.read_text().splitlines()[1:] if line.strip()]
-    return {name: float(seconds) for name, seconds in rows}
+    times = {}
+    for row in csv.reader(path.read_text().splitlines()[1:]):
+        try:
+            name, seconds = row
+            times[name] = float(seconds)
+        except ValueError:
+            continue
+    return times
 
 
 def measured_seconds(profile: Profile) -> dict[str, float]:
-    """Each notebook's wall time in ``make course`` (``notebook -> seconds``): from the profile's results folder, else
-    the repository's committed file. Only the tiny profile's times are measured ({} for the others)."""
+    """Each notebook's wall time in ``make course`` (``notebook -> seconds``): the repository's committed times,
+    updated by those in the profile's results folder. Only the tiny profile's times are measured ({} for the others)."""
     if profile.name != "tiny":
         return {}
-    return read_times(profile.paths.results / TIMES) or read_times(REPO_ROOT / "outputs" / "results" / TIMES)
+    return {**read_times(REPO_ROOT / "outputs" / "results" / TIMES), **read_times(profile.paths.results / TIMES)}
 
 
 def missing_stages(paths: Paths, stages: Sequence[str]) -> list[str]:
@@ -179,6 +198,11 @@ def build_missing(profile: Profile, stages: Sequence[str], progress: bool = True
     """Make sure ``stages`` (and the stages they need) have finished runs under ``profile.paths``: run the notebook
     of each missing one, in course order, with this profile (and the environment's ``RLHF_*`` settings), printing
     the plan and a time estimate first. A notebook that fails raises :class:`NotebookFailed` naming its cell."""
+    built = read_json(profile.paths.prepared_data / DATA_INFO).get("profile") \
+        if (profile.paths.prepared_data / DATA_INFO).exists() else None
+    if built not in (None, profile.name):
+        raise ValueError(f"The stages in {profile.paths.root} were built with the '{built}' profile, and this notebook "
+                         f"runs '{profile.name}': set RLHF_OUTPUT_DIR to another folder (or remove those stages).")
     missing = missing_stages(profile.paths, stages)
     if not missing:
         print(f"Earlier stages found in {profile.paths.root}: {', '.join(with_needs(stages))}.")
@@ -192,9 +216,13 @@ def build_missing(profile: Profile, stages: Sequence[str], progress: bool = True
     else:
         print(f"No measured time for the '{profile.name}' profile: the README's Profiles table has estimates.")
     runs = []
-    for nb in notebooks:
-        runs.append(execute_notebook(NOTEBOOK_DIR / nb, profile.paths, profile.name, progress=progress))
+    for nb in notebooks:  # no time limit: a learner is watching the bars
+        runs.append(execute_notebook(NOTEBOOK_DIR / nb, profile.paths, profile.name, timeout=None, progress=progress))
         print(f"{nb}: done in {runs[-1].seconds:.0f} s (executed copy: {runs[-1].executed_copy})")
+    still = missing_stages(profile.paths, stages)
+    if still:
+        raise MissingStageError(f"{', '.join(notebooks)} ran, but {', '.join(still)} is still missing in "
+                                f"{profile.paths.root}: read the executed copies in {profile.paths.executed_notebooks}.")
     return runs
 
 

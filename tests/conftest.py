@@ -169,5 +169,5 @@ def full_sft_run(sft_profile, sft_prep):
 
 def pytest_collection_modifyitems(config, items):
     """Run the course notebooks (marker ``notebook``) after every unit test: they are the slowest tests, and
-    a broken helper should fail fast in its own unit test first. Their relative order (00 -> 06) is kept."""
+    a broken helper should fail fast in its own unit test first. Their own order (``tests/test_notebooks.py``) is kept."""
     items.sort(key=lambda item: item.get_closest_marker("notebook") is not None)

@@ -51,27 +51,29 @@ def test_check_stops_on_a_false_claim_unless_told_it_is_a_smoke_run(monkeypatch,
 
 def test_drive_keeps_the_outputs_on_colab_only_and_an_explicit_output_dir_wins(tmp_path, monkeypatch, capsys):
     """start(drive=True): outside Colab nothing happens; on Colab (a stand-in google.colab module) Drive is mounted
-    and the output root moves there, for this notebook and the ones it runs; a set $RLHF_OUTPUT_DIR or a refused
-    mount keeps the outputs where they were, saying so."""
+    and the output root moves to the profile's folder there, for this notebook and the ones it runs; a set
+    $RLHF_OUTPUT_DIR, a refused mount or a folder that cannot be written keeps the outputs where they were, saying so."""
     import types
 
     monkeypatch.delenv("RLHF_OUTPUT_DIR", raising=False)
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    assert notebook_setup.keep_on_drive() is None and "RLHF_OUTPUT_DIR" not in os.environ  # not on Colab
+    assert notebook_setup.keep_on_drive("tiny") is None and "RLHF_OUTPUT_DIR" not in os.environ  # not on Colab
     mounts = []
     colab = types.ModuleType("google.colab")
     colab.drive = types.SimpleNamespace(mount=mounts.append)
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setattr(notebook_setup, "DRIVE_MOUNT", str(tmp_path / "drive"))
-    monkeypatch.setattr(notebook_setup, "DRIVE_OUTPUTS", str(tmp_path / "drive" / "MyDrive" / "outputs"))
     prof = notebook_setup.start("tiny", drive=True)
-    assert mounts == [str(tmp_path / "drive")]
-    assert str(prof.paths.root) == os.environ["RLHF_OUTPUT_DIR"] == notebook_setup.DRIVE_OUTPUTS
-    assert f"outputs : {notebook_setup.DRIVE_OUTPUTS}\n" in capsys.readouterr().out
+    expected = tmp_path / "drive" / "MyDrive" / "rlhf-course" / "tiny" / "outputs"
+    assert mounts == [str(tmp_path / "drive")] and expected.is_dir()
+    assert prof.paths.root == expected and os.environ["RLHF_OUTPUT_DIR"] == str(expected)
+    assert f"outputs : {expected}\n" in capsys.readouterr().out
     monkeypatch.setenv("RLHF_OUTPUT_DIR", str(tmp_path / "mine"))
-    assert notebook_setup.keep_on_drive() is None and len(mounts) == 1
+    assert notebook_setup.keep_on_drive("tiny") is None and len(mounts) == 1
     assert "RLHF_OUTPUT_DIR=" in capsys.readouterr().out
     monkeypatch.delenv("RLHF_OUTPUT_DIR")
+    (tmp_path / "drive" / "MyDrive" / "rlhf-course" / "colab").write_text("a file where the folder should be")
+    assert notebook_setup.keep_on_drive("colab") is None and "Google Drive not used" in capsys.readouterr().out
 
     def refuse(_):
         raise ValueError("mount failed")
@@ -79,5 +81,5 @@ def test_drive_keeps_the_outputs_on_colab_only_and_an_explicit_output_dir_wins(t
     colab.drive = types.SimpleNamespace(mount=refuse)
     prof = notebook_setup.start("tiny", drive=True)
     out = capsys.readouterr().out
-    assert "Google Drive not mounted (mount failed)" in out and "lost with this Colab machine" in out
+    assert "Google Drive not used (mount failed)" in out and "lost with this Colab machine" in out
     assert "RLHF_OUTPUT_DIR" not in os.environ

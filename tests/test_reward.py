@@ -267,6 +267,22 @@ def test_score_pairs_columns_with_a_programmatic_source():
     assert {"gold_chosen", "gold_rejected", "agrees_with_gold", "rm_margin"} <= set(df.columns)
 
 
+def test_a_given_judge_replaces_the_gold_rubric_in_pairs_fool_table_and_ratings():
+    """On Hub data the notebooks pass the profile's judge (its scores()): every judge column then comes from it."""
+    def by_length(prompts, responses):  # a judge that likes long answers (the rubric does not)
+        return [float(len(r)) for r in responses]
+
+    pairs = pd.DataFrame({"prompt": ["How do I cook rice?"] * 2, "chosen": ["Rinse it.", "Boil, then rest it."],
+                          "rejected": ["Rinse the rice well first.", "Rest."]})
+    df = reward.score_pairs(reward.LengthReward(), pairs, judge_scores=by_length)
+    assert df["gold_chosen"].tolist() == [9.0, 19.0] and df["agrees_with_gold"].tolist() == [False, False]  # brevity RM
+    records = reward.scored_records(pairs, judge_scores=by_length)
+    assert [r["score"] for r in records] == [9.0, 26.0, 19.0, 5.0] and records[1]["response"] == pairs.rejected[0]
+    table = reward.fool_table(reward.LengthReward(), ["How do I cook rice?"], ["Rinse it and simmer."], ["Fix it."],
+                              judge_scores=by_length)
+    assert table.loc["repeated 3x", "gold prefers it %"] == 100  # the length judge, not the rubric
+
+
 # ------------------------------------------------------------------------------ programmatic rewards
 def _one(source, response: str, prompt: str = "How do I cook rice?") -> float:
     out = source.score([prompt], [response])

@@ -144,3 +144,31 @@ def test_build_missing_runs_the_notebooks_of_missing_stages_once_in_course_order
     assert [r.notebook for r in runner.build_missing(colab, ["ppo"], progress=False)] == [
         "02_sft_full.ipynb", "05_ppo.ipynb"]  # only what is missing: the finished reward model is kept
     assert "No measured time for the 'colab' profile" in capsys.readouterr().out
+
+
+def test_the_kernel_gets_absolute_folders_the_install_skip_and_a_clear_error_for_a_dead_kernel(tmp_path, monkeypatch):
+    """A relative output root means the same folder to the notebook it runs (whose kernel starts in the notebook's
+    folder); the kernel knows it is run by the runner (the Colab install cell skips); a dying kernel is a
+    NotebookFailed naming the notebook, with the partial copy kept."""
+    monkeypatch.chdir(tmp_path)
+    paths = Paths(root=Path("rel-out"), data_dir=Path("rel-data"))
+    nb = _write(tmp_path / "env.ipynb", "import os\nprint(os.environ['RLHF_OUTPUT_DIR'], os.environ['RLHF_DATA_DIR'], "
+                                        "os.environ['RLHF_RUNNER'])")
+    text = nbformat.read(str(execute_notebook(nb, paths).executed_copy), 4).cells[0].outputs[0]["text"]
+    assert text.split() == [str(tmp_path / "rel-out"), str(tmp_path / "rel-data"), "1"]
+    dies = _write(tmp_path / "dies.ipynb", "import os\nos._exit(1)")
+    with pytest.raises(NotebookFailed, match="dies.ipynb failed.*the kernel died"):
+        execute_notebook(dies, paths)
+    assert (paths.executed_notebooks / "dies.ipynb").exists()
+
+
+def test_times_skip_malformed_rows_and_stages_of_another_profile_stop_the_build(tmp_path, capsys):
+    from rlhf_helpers.core.config import get_profile
+
+    times = tmp_path / "times.csv"
+    times.write_text("notebook,seconds\n01_a.ipynb,12.5\nbroken row\n02_b.ipynb,n/a\n03_c.ipynb,4,extra\n")
+    assert runner.read_times(times) == {"01_a.ipynb": 12.5} and runner.read_times(tmp_path / "none.csv") == {}
+    profile = get_profile("colab", paths=Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data"))
+    write_text(profile.paths.prepared_data / "info.json", '{"profile": "tiny", "source": "course"}')
+    with pytest.raises(ValueError, match="built with the 'tiny' profile, and this notebook runs 'colab'"):
+        runner.build_missing(profile, ["reward"])

@@ -7,7 +7,7 @@ import json
 from rlhf_helpers import data_prep
 from rlhf_helpers.core import hub, loading, standins
 from rlhf_helpers.core.artifacts import REPO_ROOT
-from rlhf_helpers.judge import HubJudge
+from rlhf_helpers.judge import GoldJudge, HubJudge, gold_scores
 
 
 def test_standins_have_the_hub_shape_and_load_through_the_map(tmp_path, monkeypatch):
@@ -24,8 +24,12 @@ def test_standins_have_the_hub_shape_and_load_through_the_map(tmp_path, monkeypa
     monkeypatch.setenv(hub.ENV, value)
     tokenizer = loading.load_tokenizer("gpt2")  # the course's loader adds what gpt2 lacks
     assert tokenizer.pad_token is not None and tokenizer.chat_template is not None
-    scores = HubJudge(standins.JUDGE, device="cpu").score(["How do I boil an egg?"] * 2, ["Simmer it.", "No."])
+    hub_judge = HubJudge(standins.JUDGE, device="cpu")
+    scores = hub_judge.score(["How do I boil an egg?"] * 2, ["Simmer it.", "No."])
     assert scores.shape == (2,) and scores[0] != scores[1]  # text pairs in, one score each out
+    assert hub_judge.scores(("How do I boil an egg?",) * 2, ("Simmer it.", "No.")) == scores.tolist()
+    assert GoldJudge().scores(["How do I boil an egg?"], ["Simmer it."]) == gold_scores(["How do I boil an egg?"],
+                                                                                          ["Simmer it."])
     assert json.loads((tmp_path / "judge" / "config.json").read_text())["model_type"] == "deberta-v2"
     loaded = data_prep.load_data(standins.DAHOAS)
     assert loaded.format.name == "preference" and len(loaded.records) == 30
@@ -50,3 +54,11 @@ def test_the_qwen2_standin_has_chatml_and_the_chat_file_has_message_pairs(tmp_pa
     assert loaded.format.name == "chat_preference" and len(loaded.records) == 20
     first = json.loads((REPO_ROOT / "data" / "preferences.jsonl").read_text().splitlines()[0])
     assert loaded.records[0]["prompt"] == first["prompt"] and loaded.records[0]["chosen"] == first["chosen"]
+
+
+def test_the_standins_name_what_the_profiles_load():
+    from rlhf_helpers.core.config import get_profile
+
+    cpu, colab = get_profile("cpu"), get_profile("colab")
+    assert (standins.DISTILGPT2, standins.CPU_JUDGE, standins.DAHOAS) == (cpu.model.name, cpu.eval.hub_judge, cpu.data.source)
+    assert (standins.GPT2, standins.JUDGE, standins.DAHOAS) == (colab.model.name, colab.eval.hub_judge, colab.data.source)
