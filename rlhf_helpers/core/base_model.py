@@ -203,7 +203,8 @@ def pretrain(
 
     A plain PyTorch loop on purpose: measured on 2 CPU cores, ``transformers.Trainer`` runs this at the
     same speed (~155-170 ms/step), so it buys nothing here, while the loop is 20 readable lines, needs no
-    output directory, dataset conversion or log silencing, and is bit-for-bit deterministic for a seed.
+    output directory, dataset conversion or log silencing, and is bit-for-bit deterministic for a seed on one thread
+    (on several, the order of float sums can vary between runs in the last bits, and the runs drift apart).
     """
     import torch
     from tqdm.auto import tqdm
