@@ -111,14 +111,17 @@ class Inputs:
     judge: Any
     heldout: Any
     ppo_runs: list[MethodRun]
+    completion_length: int  # tokens per RLOO/GRPO answer: cfg.max_completion_length, or PPO's rollout length
 
 
 def load_inputs(profile: Profile) -> Inputs:
     """Load :class:`Inputs`; a missing SFT, data or reward stage raises ``MissingStageError`` naming its notebook.
     The pairs are the first ``dpo_max_steps x dpo_batch_size`` training pairs after a shuffle seeded by ``cfg.seed``
-    (all that DPO's steps visit)."""
+    (all that DPO's steps visit). RLOO and GRPO answer in ``cfg.max_completion_length`` tokens, by default PPO's
+    rollout length (:func:`~rlhf_helpers.ppo_runs.rollout_config`): the same budget for every online method."""
     from . import data_prep, reward
     from .judge import load_judge
+    from .ppo_runs import rollout_config
 
     cfg = profile.beyond
     prep = data_prep.load_prepared(profile)
@@ -127,8 +130,9 @@ def load_inputs(profile: Profile) -> Inputs:
     train = prep.preferences["train"].shuffle(seed=cfg.seed)
     pairs = train.select(range(min(len(train), cfg.dpo_max_steps * cfg.dpo_batch_size)))
     prompts = data_prep.rl_prompts(prep)  # the prompts PPO trained on
+    length = cfg.max_completion_length or rollout_config(profile.ppo, tokenizer, prep)[0].response_length
     return Inputs(model, tokenizer, pairs, prompts, reward.load_reward_source(profile), load_judge(profile),
-                  data_prep.heldout(profile), load_ppo_runs(profile))
+                  data_prep.heldout(profile), load_ppo_runs(profile), length)
 
 
 def load_ppo_runs(profile: Profile) -> list[MethodRun]:
@@ -270,7 +274,7 @@ def train_online(profile: Profile, method: str, inputs: Inputs, beta: float, rew
         args = config_class(**_common_args(cfg, Path(tmp), progress, model.config.model_type), beta=beta,
                             learning_rate=cfg.online_learning_rate, max_steps=cfg.online_max_steps,
                             per_device_train_batch_size=batch, num_generations=cfg.num_generations,
-                            max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
+                            max_completion_length=inputs.completion_length, temperature=cfg.temperature)
         with loading.quiet_datasets():
             trainer = trainer_class(model=model, reward_funcs=reward_function(source), args=args,
                                     train_dataset=prompt_dataset(inputs.prompts), processing_class=inputs.tokenizer,

@@ -596,11 +596,17 @@ def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PP
 
         reward_source = reward.load_reward_source(profile)
     prep = data_prep.load_prepared(profile)
-    lengths = np.array([len(ids) + 1 for ids in tokenizer(list(prep.preferences["train"]["chosen"]),
-                                                           add_special_tokens=False)["input_ids"]])  # + EOS
-    cfg, report = fit_response_length(profile.ppo, lengths)
+    cfg, report = rollout_config(profile.ppo, tokenizer, prep)
     return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, data_prep.rl_prompts(prep), cfg,
                      profile.paths.checkpoint("ppo"), report)
+
+
+def rollout_config(cfg: PPOConfig, tokenizer: Any, prep: data_prep.PreparedData) -> tuple[PPOConfig, str]:
+    """:func:`fit_response_length` on the chosen answers of ``prep``'s preference training split, in ``tokenizer``'s
+    tokens (EOS included): PPO's rollout settings, and notebook 07's answer budget for RLOO and GRPO."""
+    lengths = np.array([len(ids) + 1 for ids in tokenizer(list(prep.preferences["train"]["chosen"]),
+                                                           add_special_tokens=False)["input_ids"]])
+    return fit_response_length(cfg, lengths)
 
 
 def fit_response_length(cfg: PPOConfig, lengths: np.ndarray, multiple: int = 8) -> tuple[PPOConfig, str]:

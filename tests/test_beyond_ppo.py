@@ -48,7 +48,7 @@ def profile(tmp_path):
 
 
 @pytest.fixture
-def inputs(tiny_tokenizer, make_tiny_model, tmp_path):
+def inputs(tiny_tokenizer, make_tiny_model, tmp_path, profile):
     """The SFT policy is saved and loaded back, as the course loads notebook 02's: TRL reloads RLOO's reference
     from that path."""
     from datasets import Dataset
@@ -59,7 +59,7 @@ def inputs(tiny_tokenizer, make_tiny_model, tmp_path):
     held = Heldout(PROMPTS, ["Use salt."] * 4, ["cooking"] * 4, ["seen_task", "seen_task", "unseen_task", "seen_task"])
     ppo = beyond_ppo.MethodRun("PPO", 0.1, make_tiny_model(seed=1), [{"step": 1}], 12.5, math.nan, "not measured")
     return beyond_ppo.Inputs(sft, tiny_tokenizer, Dataset.from_list(PAIRS), PROMPTS, WordReward(),
-                             WordReward(), held, [ppo])
+                             WordReward(), held, [ppo], profile.beyond.max_completion_length)
 
 
 def test_preference_data_renders_in_the_course_chat_format(tiny_tokenizer):

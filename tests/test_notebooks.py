@@ -68,7 +68,7 @@ SMOKE_SETTINGS = ";".join([
     "ppo.total_updates=2", "ppo.brevity_updates=1", "ppo.sweep_updates=2", "ppo.batch_size=8", "ppo.mini_batch_size=4",
     "ppo.short_run_batch_size=8", "ppo.sweep_prompts=16", "ppo.sweep_betas=[0.0]", "ppo.response_length=16", "ppo.sample_every=1",
     "beyond.dpo_max_steps=2", "beyond.online_max_steps=2", "beyond.online_snapshot_every=1",
-    "beyond.max_completion_length=16", "beyond.logging_steps=1"])
+    "beyond.logging_steps=1"])
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +117,7 @@ def test_every_notebook_runs_the_colab_code_path_on_hub_shaped_stand_ins(tmp_pat
     assert "settings: sft.max_steps=10;" in printed["02"]
     assert "Course data only" in printed["01"] and "Course data only" in printed["04"] and "GPT2LMHeadModel" in printed["01"]
     assert "response_length fitted" in printed["05"] and "all prompts: PPO wins" in printed["05"]  # no slices on Hub data
+    assert "RLOO/GRPO answers: at most 16 tokens (max_completion_length = None" in printed["07"]  # PPO's length
     assert paths.plot("data_overview.png").exists() and paths.result("beyond_ppo.csv").exists()
 
 
@@ -124,16 +125,19 @@ def test_every_notebook_runs_the_colab_code_path_on_hub_shaped_stand_ins(tmp_pat
 def test_the_cpu_profile_runs_a_qwen2_chatml_model_on_chat_message_pairs(tmp_path_factory, monkeypatch, standin_map):
     """The cpu profile's code path with what a user may bring instead of its defaults, named by Hub id and mapped to
     stand-ins: a Qwen2 model whose tokenizer has a ChatML template and an eos (<|im_end|>) that is not its pad, and
-    UltraFeedback-style chat-message pairs. Notebook 05 alone: it runs 01, 02 and 04 itself, then PPO."""
+    UltraFeedback-style chat-message pairs. Notebook 06 alone (it runs 01-05 itself), then 07."""
     from rlhf_helpers.core import hub, loading, standins
 
     monkeypatch.setenv(hub.ENV, standin_map)
     settings = f"{SMOKE_SETTINGS};model.name={standins.QWEN2};data.source={standins.ULTRAFEEDBACK}"
-    paths, printed = smoke_run(tmp_path_factory.mktemp("cpu"), "cpu", ["05_ppo.ipynb"], settings, monkeypatch)
-    assert sorted(printed) == ["01", "02", "04", "05"] and "profile : cpu" in printed["01"]
+    paths, printed = smoke_run(tmp_path_factory.mktemp("cpu"), "cpu", ["06_evaluation.ipynb", "07_beyond_ppo.ipynb"],
+                               settings, monkeypatch)
+    assert sorted(printed) == ["01", "02", "03", "04", "05", "06", "07"] and "profile : cpu" in printed["01"]
     assert "chat-message preference pairs" in printed["01"] and "Qwen2ForCausalLM" in printed["01"]
-    for stage in ("data", "sft_full", "reward", "ppo"):
-        paths.finished(stage)
+    for stage in STAGES:
+        if stage != "base":
+            paths.finished(stage)
+    assert "at step 0 the 4-bit base" in printed["03"] and "RLOO/GRPO answers: at most 16 tokens" in printed["07"]
     tokenizer = loading.load_tokenizer(paths.checkpoint("ppo"))
     assert (tokenizer.eos_token, tokenizer.pad_token) == ("<|im_end|>", "<|endoftext|>")  # kept through every stage
     assert "Human:" in tokenizer.chat_template and "all prompts: PPO wins" in printed["05"]

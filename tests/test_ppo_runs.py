@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import os
 import pickle
 import shutil
@@ -367,4 +368,9 @@ def test_load_course_stages(make_tiny_model, tiny_tokenizer, course_data_dir, tm
     assert stages.out_dir == profile.paths.checkpoint("ppo") and stages.cfg == profile.ppo
     assert stages.length_report.startswith("chosen answers: median ") and "response_length = 64 (set)" in stages.length_report
     assert set(stages.kwargs()) >= {"policy", "ref_policy", "tokenizer", "reward_source", "prompts", "cfg"}
+    fits = dataclasses.replace(profile.ppo, response_length=512, fit_response_length=True)  # notebook 07 reuses it
+    fitted, _ = ppo_runs.rollout_config(fits, tiny_tokenizer, data_prep.load_prepared(profile))
+    chosen = data_prep.load_prepared(profile).preferences["train"]["chosen"]
+    tokens = [len(tiny_tokenizer(a, add_special_tokens=False)["input_ids"]) + 1 for a in chosen]  # + EOS
+    assert fitted.response_length == 8 * math.ceil(np.percentile(tokens, 95) / 8) < 512
     assert stages.policy.dtype == torch.float32 and stages.policy.config.pad_token_id == tiny_tokenizer.pad_token_id

@@ -281,7 +281,8 @@ class BeyondPPOConfig:
     # evaluation and notebook 07 has two minutes)
     num_generations: int = 4  # answers sampled per prompt: the group RLOO's baseline and GRPO's normaliser use
     prompts_per_step: int = 4  # prompts per step (x num_generations answers); tiny: 8 took twice the time for +0.05 win
-    max_completion_length: int = 64  # as PPO's response_length: a full tiny answer fits
+    max_completion_length: int | None = None  # tokens per RLOO/GRPO answer; None: PPO's rollout length
+    # (ppo.response_length, fitted to the data's answers where ppo.fit_response_length), the same budget as PPO's
     temperature: float = 0.7  # sampling temperature of RLOO/GRPO (as PPO's rollouts)
     logging_steps: int = 5  # TRL logs every this many steps (and the last step always: beyond_ppo.LogLastStep)
     eval_split: str = "seen_task"  # evaluate on this slice of the held-out prompts (course data: trained tasks in new
@@ -298,7 +299,8 @@ class BeyondPPOConfig:
             (self.online_max_steps > 0 and self.prompts_per_step > 0, "online_max_steps and prompts_per_step must be positive"),
             (self.num_generations >= 2, "num_generations must be >= 2 (RLOO's baseline is the other answers' mean)"),
             (self.online_snapshot_every >= 0, "online_snapshot_every must be >= 0 (0 = the final policy only)"),
-            (self.max_completion_length > 0 and self.temperature > 0, "max_completion_length and temperature must be > 0"),
+            ((self.max_completion_length is None or self.max_completion_length > 0) and self.temperature > 0,
+             "max_completion_length (None: PPO's) and temperature must be > 0"),
             (self.dpo_learning_rate > 0 and self.online_learning_rate > 0, "learning rates must be > 0"),
             (self.logging_steps > 0, "logging_steps must be positive"),
         ]
@@ -381,8 +383,7 @@ def _cpu() -> Profile:
         eval=EvalConfig(num_prompts=100, max_new_tokens=96, batch_size=16,
                         hub_judge="OpenAssistant/reward-model-deberta-v3-base"),
         beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=5e-6, dpo_max_steps=50, online_max_steps=10,
-                               online_snapshot_every=5, online_learning_rate=5e-6, max_completion_length=96,
-                               logging_steps=5),  # short, as the other stages
+                               online_snapshot_every=5, online_learning_rate=5e-6, logging_steps=5),  # short, as the other stages
     )
 
 
