@@ -1,5 +1,6 @@
 """Stage 1 of RLHF, notebook 03: QLoRA -- the same supervised fine-tuning as :mod:`rlhf_helpers.sft_full`, with the
-base frozen and quantized to 4 bits (bitsandbytes nf4, double quantization) and only LoRA adapters (PEFT) training.
+base frozen and quantized to 4 bits (bitsandbytes nf4, double quantization) and LoRA adapters (PEFT) training --
+plus, with ``QLoRAConfig.train_embeddings`` (the tiny profile), the token embeddings, which no adapter can move.
 
 Notebook 03 uses :func:`train_qlora` (saved to checkpoint ``sft_qlora``: the adapters, plus ``merged/``),
 :func:`describe_layers` (which weights are 4-bit, which train), :func:`load_adapters`, :func:`merge_adapters`,
@@ -14,8 +15,10 @@ warning (:func:`rlhf_helpers.core.loading.load_4bit` does the fallback).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +39,14 @@ if TYPE_CHECKING:
 def qlora_source(profile: Profile) -> str | Path:
     """The model QLoRA quantizes: ``profile.qlora.base`` or else the profile's base model."""
     return profile.qlora.base or sft_full.base_source(profile)
+
+
+def embedding_modules(model: Any) -> list[str]:
+    """Names of the model's input embeddings and output head (GPT-2: ``["transformer.wte", "lm_head"]``), which
+    ``QLoRAConfig.train_embeddings`` trains in full: both named, so PEFT keeps them one tied copy where the base
+    ties them (it recognises a tied pair by the head) and trains both where it does not."""
+    wanted = (model.get_input_embeddings(), model.get_output_embeddings())
+    return [name for name, module in model.named_modules() if any(module is w for w in wanted)]
 
 
 def _adapters_to_float32(model: Any) -> None:
@@ -86,7 +97,8 @@ def train_qlora(profile: Profile, prep: PreparedData | None = None, progress: bo
         return {"quantized": quantized, "merge_method": "dequantized",
                 "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
 
-    peft_config = loading.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, model=model)
+    peft_config = loading.lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.target_modules, model=model,
+                                      modules_to_save=embedding_modules(model) if cfg.train_embeddings else ())
     return sft_full.train_and_save("sft_qlora", model, tokenizer, cfg, profile, prep, peft_config=peft_config,
                                    prepare=float32_adapters, extra=merge, progress=progress)
 
@@ -148,7 +160,14 @@ def merge_adapters(adapter_dir: str | Path, source: str | Path, qlora_cfg: QLoRA
     # Trained on Linear4bit layers (weight [out, in]); GPT-2's full-precision Conv1D stores [in, out]: say so.
     config = PeftConfig.from_pretrained(str(adapter_dir))
     config.fan_in_fan_out = any(isinstance(m, Conv1D) for m in base.modules())
-    model = PeftModel.from_pretrained(base, str(adapter_dir), config=config).merge_and_unload()
+    tied = bool(base.config.tie_word_embeddings)
+    with _saved_embeddings_quiet():
+        model = PeftModel.from_pretrained(base, str(adapter_dir), config=config).merge_and_unload()
+    if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
+        if not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight):
+            raise ValueError(f"{adapter_dir}: the merged input embeddings and output head differ; the base ties them")
+        model.config.tie_word_embeddings = True
+        model.tie_weights()
     loading.set_causal_lm_loss(model)
     return model.eval()
 
@@ -162,7 +181,20 @@ def load_adapters(profile: Profile) -> tuple[Any, PreTrainedTokenizerBase]:
     tokenizer = loading.load_tokenizer(path)
     base = loading.load_4bit(qlora_source(profile), profile.qlora)
     loading.sync_special_tokens(base, tokenizer)
-    return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
+    with _saved_embeddings_quiet():
+        return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _saved_embeddings_quiet() -> Iterator[None]:
+    """Loading adapters saved with ``train_embeddings``: PEFT saves GPT-2's tied pair as ``transformer.wte`` alone
+    and, not knowing that name, warns that it cannot tie it, then that the merge unties it. The loaded head does
+    use the trained copy (tests: the loaded and merged models reproduce the trained one; :func:`merge_adapters`
+    ties the two again), so these warnings would only mislead a learner."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "You have requested `ensure_weight_tying`", UserWarning)
+        warnings.filterwarnings("ignore", "Input and output embeddings are no longer tied", UserWarning)
+        yield
 
 
 # ============================================================================================ inspecting
@@ -236,6 +268,6 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
 
 
 __all__ = [
-    "comparison_table", "dequantized_base", "describe_layers", "load_adapters", "logit_difference", "merge_adapters",
-    "qlora_source", "train_qlora",
+    "comparison_table", "dequantized_base", "describe_layers", "embedding_modules", "load_adapters", "logit_difference",
+    "merge_adapters", "qlora_source", "train_qlora",
 ]

@@ -114,6 +114,26 @@ def test_pack_texts_joins_with_eos_and_cuts_blocks(tiny_tokenizer):
         base_model.pack_texts(tiny_tokenizer, ["hi"], 64)
 
 
+def test_unseen_in_pretraining_counts_tokens_pretraining_never_had(tiny_tokenizer, course_data_dir, tmp_path):
+    tok = chat.apply_template(tiny_tokenizer)
+    sft = [json.loads(line) for line in (course_data_dir / "sft.jsonl").read_text().splitlines()][:20]
+    prompts, responses = [r["prompt"] for r in sft], [r["response"] for r in sft]
+    # the course's pretraining prose has no chat scaffolding: some prompt tokens were never pretrained
+    real = base_model.unseen_in_pretraining(tok, course_data_dir, prompts, responses)
+    assert 0 < real["prompt"] < 1 and 0 <= real["response"] < 1
+    # pretraining on the very examples leaves no token unseen; an answer's new tokens are counted exactly
+    examples = [chat.format_example(tok, p, r) for p, r in zip(prompts, responses, strict=True)]
+    (tmp_path / "pretrain.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in examples))
+    assert base_model.unseen_in_pretraining(tok, tmp_path, prompts, responses) == {"prompt": 0.0, "response": 0.0}
+    marker = "東京"  # in no example
+    answer = tok(chat.format_example(tok, prompts[0], marker), add_special_tokens=False)["input_ids"]
+    head = tok(chat.format_prompt(tok, prompts[0]), add_special_tokens=False)["input_ids"]
+    seen = {tok.eos_token_id, *(i for row in tok(examples, add_special_tokens=False)["input_ids"] for i in row)}
+    new = sum(i not in seen for i in answer[len(head):])  # the marker's tokens, not the answer's eos
+    shares = base_model.unseen_in_pretraining(tok, tmp_path, prompts[:1], [marker])
+    assert new > 0 and shares == {"prompt": 0.0, "response": new / (len(answer) - len(head))}
+
+
 @pytest.mark.usefixtures("one_torch_thread")  # on 2 threads, two runs in one process once differed from step 4 by
 # 1e-6 (a fresh clone's test run): the order of multi-threaded float sums is not fixed; on one thread it is
 def test_pretraining_lowers_the_loss_and_is_deterministic(tiny_tokenizer, tiny_model_config, make_tiny_model):

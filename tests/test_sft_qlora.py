@@ -26,25 +26,33 @@ def _texts(tokenizer, sft_prep, n=4):
 
 
 # --------------------------------------------------------------------------------------------------- QLoRA
-def test_qlora_trains_only_adapters_on_4bit_linear_layers(qlora_run):
+def test_qlora_trains_adapters_on_4bit_linear_layers_and_one_tied_embedding(qlora_run):
     import bitsandbytes as bnb
+    import torch
 
     model = qlora_run.model
     assert qlora_run.info["quantized"]
     blocks = [m for n, m in model.named_modules() if ".h." in n and n.endswith(("c_attn", "c_proj", "c_fc"))]
     assert blocks and all(isinstance(m.base_layer, bnb.nn.Linear4bit) for m in blocks)  # wrapped by LoRA
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n for n in trainable)
     trained_b = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert all(p.abs().sum() > 0 for p in trained_b)  # B starts at zero: nonzero means the adapters learned
-    assert qlora_run.info["trainable_params"] < 0.25 * qlora_run.info["total_params"]
+    # train_embeddings (the tiny default): one trainable copy of the tied embeddings, shared by the output head
+    embedding, head = model.get_input_embeddings(), model.get_output_embeddings()
+    assert embedding.weight is head.weight and embedding.weight.requires_grad
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    lora = sum(p.numel() for n, p in trainable if "lora_" in n)
+    assert {n for n, _ in trainable if "lora_" not in n} == {n for n, p in trainable if p is embedding.weight}
+    assert qlora_run.info["trainable_params"] == lora + embedding.weight.numel()
+    assert not torch.equal(embedding.weight, embedding.original_module.weight)  # the copy trained, the base did not
+    assert qlora_run.info["trainable_params"] < 0.75 * qlora_run.info["total_params"]
     full_size = sft_full.weights_mb(loading.load_causal_lm(qlora_run.info["base"], "float32"))
     assert qlora_run.info["weights_mb"] < 0.8 * full_size
-    losses = qlora_run.eval_losses  # a nearly untrained 2-layer base: LoRA alone cannot move it much, but it moves
+    losses = qlora_run.eval_losses  # a nearly untrained 2-layer base: it moves
     assert losses[-1][1] < 0.97 * losses[0][1], losses
 
 
 @pytest.mark.filterwarnings("ignore:fan_in_fan_out:UserWarning")  # adapters of Linear4bit on Conv1D: peft adapts
+@pytest.mark.filterwarnings("ignore:You have requested `ensure_weight_tying`:UserWarning")  # see load_adapters
 def test_merged_model_matches_the_adapters(sft_profile, qlora_run, sft_prep):
     from peft import PeftModel
 
@@ -52,7 +60,10 @@ def test_merged_model_matches_the_adapters(sft_profile, qlora_run, sft_prep):
     merged, _ = sft_full.load_sft(sft_profile, "sft_qlora")
     texts = _texts(tokenizer, sft_prep)
     assert not getattr(merged, "is_loaded_in_4bit", False)
+    assert merged.get_output_embeddings().weight is merged.get_input_embeddings().weight  # tied again, as the base
     assert sft_qlora.logit_difference(adapters, merged, tokenizer, texts) < 1e-3  # W' = deq(q(W)) + BA: same function
+    assert sft_qlora.logit_difference(qlora_run.model, adapters, tokenizer, texts) < 1e-3  # saved = trained, the
+    # trained embeddings and output head included
     # merging into the original full-precision weights reproduces adapters on that base instead ...
     source, path = qlora_run.info["base"], sft_profile.paths.checkpoint("sft_qlora")
     original = sft_qlora.merge_adapters(path, source, sft_profile.qlora, method="original")
@@ -60,6 +71,24 @@ def test_merged_model_matches_the_adapters(sft_profile, qlora_run, sft_prep):
     assert sft_qlora.logit_difference(on_full, original, tokenizer, texts) < 1e-3
     # ... which differs from the trained 4-bit model by the quantization error the adapters never saw
     assert sft_qlora.logit_difference(adapters, original, tokenizer, texts) > 1e-2
+
+
+def test_embedding_modules_are_trained_as_one_tied_copy_or_not_at_all(sft_profile):
+    from peft import get_peft_model
+
+    def peft_model(train_embeddings: bool):
+        base = loading.load_causal_lm(sft_full.base_source(sft_profile), "float32")
+        names = sft_qlora.embedding_modules(base) if train_embeddings else ()
+        return get_peft_model(base, loading.lora_config(4, 8, model=base, modules_to_save=names))
+
+    assert sft_qlora.embedding_modules(loading.load_causal_lm(sft_full.base_source(sft_profile), "float32")) == [
+        "transformer.wte", "lm_head"]
+    with_embeddings, adapters_only = peft_model(True), peft_model(False)
+    assert with_embeddings.get_input_embeddings().weight is with_embeddings.get_output_embeddings().weight
+    extra = with_embeddings.get_input_embeddings().weight.numel()
+    assert (with_embeddings.num_parameters(only_trainable=True)
+            == adapters_only.num_parameters(only_trainable=True) + extra)
+    assert all("lora_" in n for n, p in adapters_only.named_parameters() if p.requires_grad)
 
 
 # --------------------------------------------------------------------------------------- the comparison

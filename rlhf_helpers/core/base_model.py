@@ -18,12 +18,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .artifacts import BASE_INFO, atomic_dir, read_json, write_json
-from .chat import ASSISTANT_PREFIX, EOS_TOKEN, HUMAN_PREFIX, PAD_TOKEN, apply_template
+from .chat import (
+    ASSISTANT_PREFIX,
+    EOS_TOKEN,
+    HUMAN_PREFIX,
+    PAD_TOKEN,
+    apply_template,
+    format_example,
+    format_prompt,
+)
 from .config import ModelConfig, Profile
 from .loading import load_model, quiet_transformers, set_causal_lm_loss
 
@@ -83,6 +91,24 @@ def pretrain_texts(data_dir: str | Path) -> Iterator[str]:
     """The ``text`` fields of ``data/pretrain.jsonl`` (generic prose about the topics, not chat)."""
     for rec in _read_jsonl(_require_data(Path(data_dir), "pretrain.jsonl"), ("text",)):
         yield rec["text"]
+
+
+def unseen_in_pretraining(tokenizer: PreTrainedTokenizerBase, data_dir: str | Path, prompts: Sequence[str],
+                          responses: Sequence[str]) -> dict[str, float]:
+    """Share of the prompt tokens and of the response tokens (occurrences, chat-formatted as SFT trains on
+    them) whose ids never occur in the tiny base's pretraining text: tokens whose input embedding pretraining
+    never trained. ``{"prompt": share, "response": share}``."""
+    seen = {tokenizer.eos_token_id}  # pretraining ends every text with eos (pack_texts)
+    for row in tokenizer(list(pretrain_texts(data_dir)), add_special_tokens=False)["input_ids"]:
+        seen.update(row)
+    counts = {"prompt": [0, 0], "response": [0, 0]}  # [unseen, all]
+    for prompt, response in zip(prompts, responses, strict=True):
+        head = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        full = tokenizer(format_example(tokenizer, prompt, response), add_special_tokens=False)["input_ids"]
+        for part, ids in (("prompt", full[: len(head)]), ("response", full[len(head):])):
+            counts[part][0] += sum(i not in seen for i in ids)
+            counts[part][1] += len(ids)
+    return {part: unseen / max(total, 1) for part, (unseen, total) in counts.items()}
 
 
 def train_tokenizer(

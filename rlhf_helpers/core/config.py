@@ -116,6 +116,10 @@ class QLoRAConfig(TrainSchedule):
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
+    train_embeddings: bool = True  # also train the token embeddings and output head in full (PEFT modules_to_save,
+    # kept tied where the base ties them): LoRA cannot move an embedding row. tiny: its base never trained most of
+    # the prompts' tokens (pretrained without the chat format; notebook 03). A Hub model has trained its whole
+    # vocabulary: False there, unless you add tokens
 
 
 @dataclass
@@ -349,7 +353,8 @@ def _colab() -> Profile:
                           # comparison of the two recipes (a different base would compare models and tokenizers)
                           per_device_train_batch_size=8, gradient_accumulation_steps=2, eval_steps=200,
                           logging_steps=20, max_length=512, optim="paged_adamw_8bit",
-                          gradient_checkpointing=True),  # headroom on a 16 GB T4 (bs 8 x 512 tokens)
+                          gradient_checkpointing=True,  # headroom on a 16 GB T4 (bs 8 x 512 tokens)
+                          train_embeddings=False),  # gpt2 has trained its vocabulary: adapters only
         reward=RewardConfig(learning_rate=1e-5, max_steps=2000, per_device_train_batch_size=8,
                             eval_steps=200, logging_steps=20, max_length=512),
         ppo=PPOConfig(learning_rate=1.41e-5, total_updates=200, batch_size=32, mini_batch_size=8, lam=0.95,
@@ -372,7 +377,8 @@ def _cpu() -> Profile:
         sft=SFTConfig(learning_rate=5e-5, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
                       logging_steps=10, max_length=256),
         qlora=QLoRAConfig(learning_rate=2e-4, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
-                          logging_steps=10, max_length=256),  # the same distilgpt2, 4-bit (bitsandbytes runs on CPU)
+                          logging_steps=10, max_length=256, train_embeddings=False),  # the same distilgpt2,
+        # 4-bit (bitsandbytes runs on CPU), adapters only
         reward=RewardConfig(learning_rate=2e-5, max_steps=100, per_device_train_batch_size=8, eval_steps=50,
                             logging_steps=10, max_length=256),
         ppo=PPOConfig(learning_rate=1.41e-5, total_updates=16, batch_size=16, mini_batch_size=8, lam=0.95,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -348,9 +348,11 @@ def load_4bit(
 
 
 def lora_config(r: int, alpha: int, dropout: float = 0.0, target_modules: str | list[str] = "all-linear",
-                model: Any = None, task_type: str = "CAUSAL_LM") -> LoraConfig:
+                model: Any = None, task_type: str = "CAUSAL_LM",
+                modules_to_save: Sequence[str] = ()) -> LoraConfig:
     """The one ``peft.LoraConfig`` of the course (QLoRA, the LoRA reward model, LoRA PPO): rank ``r``, scale
-    ``alpha / r``, no bias.
+    ``alpha / r``, no bias. ``modules_to_save``: modules trained in full beside the adapters (saved with them);
+    ``ensure_weight_tying`` keeps a tied input embedding and output head one trained copy.
 
     ``target_modules="all-linear"`` works for every architecture here: peft 0.21 matches ``nn.Linear`` *and*
     transformers' ``Conv1D`` (GPT-2's c_attn/c_proj/c_fc), the output head excluded. Pass ``model`` to set
@@ -371,6 +373,8 @@ def lora_config(r: int, alpha: int, dropout: float = 0.0, target_modules: str | 
         fan_in_fan_out=fan_in_fan_out,
         bias="none",
         task_type=task_type,
+        modules_to_save=list(modules_to_save) or None,
+        ensure_weight_tying=bool(modules_to_save),
     )
 
 
