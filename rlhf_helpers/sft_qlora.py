@@ -1,6 +1,7 @@
 """Stage 1 of RLHF, notebook 03: QLoRA -- the same supervised fine-tuning as :mod:`rlhf_helpers.sft_full`, with the
 base frozen and quantized to 4 bits (bitsandbytes nf4, double quantization) and LoRA adapters (PEFT) training --
-plus, with ``QLoRAConfig.train_embeddings`` (the tiny profile), the token embeddings, which no adapter can move.
+plus, with ``QLoRAConfig.train_embeddings`` (the tiny profile), the token embeddings, which adapters on the linear
+layers cannot move.
 
 Notebook 03 uses :func:`train_qlora` (saved to checkpoint ``sft_qlora``: the adapters, plus ``merged/``),
 :func:`describe_layers` (which weights are 4-bit, which train), :func:`load_adapters`, :func:`merge_adapters`,
@@ -163,8 +164,9 @@ def merge_adapters(adapter_dir: str | Path, source: str | Path, qlora_cfg: QLoRA
     tied = bool(base.config.tie_word_embeddings)
     with _saved_embeddings_quiet():
         model = PeftModel.from_pretrained(base, str(adapter_dir), config=config).merge_and_unload()
-    if tied and model.get_output_embeddings().weight is not model.get_input_embeddings().weight:
-        if not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight):
+    head, embedding = model.get_output_embeddings().weight, model.get_input_embeddings().weight
+    if tied and head is not embedding:
+        if not torch.equal(head, embedding):
             raise ValueError(f"{adapter_dir}: the merged input embeddings and output head differ; the base ties them")
         model.config.tie_word_embeddings = True
         model.tie_weights()

@@ -96,15 +96,16 @@ def pretrain_texts(data_dir: str | Path) -> Iterator[str]:
 def unseen_in_pretraining(tokenizer: PreTrainedTokenizerBase, data_dir: str | Path, prompts: Sequence[str],
                           responses: Sequence[str]) -> dict[str, float]:
     """Share of the prompt tokens and of the response tokens (occurrences, chat-formatted as SFT trains on
-    them) whose ids never occur in the tiny base's pretraining text: tokens whose input embedding pretraining
-    never trained. ``{"prompt": share, "response": share}``."""
+    them) whose ids never occur in the tiny base's pretraining text: tokens pretraining never fed to the model,
+    whose input embeddings it never trained as inputs. ``{"prompt": share, "response": share}``."""
     seen = {tokenizer.eos_token_id}  # pretraining ends every text with eos (pack_texts)
     for row in tokenizer(list(pretrain_texts(data_dir)), add_special_tokens=False)["input_ids"]:
         seen.update(row)
+    heads = tokenizer([format_prompt(tokenizer, p) for p in prompts], add_special_tokens=False)["input_ids"]
+    fulls = tokenizer([format_example(tokenizer, p, r) for p, r in zip(prompts, responses, strict=True)],
+                      add_special_tokens=False)["input_ids"]
     counts = {"prompt": [0, 0], "response": [0, 0]}  # [unseen, all]
-    for prompt, response in zip(prompts, responses, strict=True):
-        head = tokenizer(format_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
-        full = tokenizer(format_example(tokenizer, prompt, response), add_special_tokens=False)["input_ids"]
+    for head, full in zip(heads, fulls, strict=True):
         for part, ids in (("prompt", full[: len(head)]), ("response", full[len(head):])):
             counts[part][0] += sum(i not in seen for i in ids)
             counts[part][1] += len(ids)

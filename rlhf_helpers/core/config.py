@@ -117,9 +117,9 @@ class QLoRAConfig(TrainSchedule):
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
     train_embeddings: bool = True  # also train the token embeddings and output head in full (PEFT modules_to_save,
-    # kept tied where the base ties them): LoRA cannot move an embedding row. tiny: its base never trained most of
-    # the prompts' tokens (pretrained without the chat format; notebook 03). A Hub model has trained its whole
-    # vocabulary: False there, unless you add tokens
+    # kept tied where the base ties them): adapters on the linear layers cannot move an embedding row. tiny: its
+    # base never saw most of the prompts' tokens (pretrained without the chat format; notebook 03). A Hub model has
+    # trained its whole vocabulary: False there, unless you add tokens
 
 
 @dataclass
