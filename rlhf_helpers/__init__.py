@@ -15,6 +15,7 @@ log-probs, text metrics, the held-out comparison of policies, plotting) that imp
 | 05 PPO | `ppo.py` (the algorithm, top to bottom); `ppo_runs.py` (callbacks, checkpoints, β sweep, course loader); `overoptimization.py` (rise and fall, Gao et al.'s fit, the blind spot in numbers) | `test_ppo.py`, `test_ppo_runs.py`, `test_overoptimization.py` |
 | 06 evaluation | `evaluation.py` | `test_evaluation.py` |
 | 07 beyond PPO | `beyond_ppo.py` (DPO, IPO, RLOO and GRPO with TRL's trainers, one evaluation, the frontier) | `test_beyond_ppo.py` |
+| 08 human feedback | `human_feedback.py` (pairs, label files, the labelling session and widget, the simulated annotator, agreement, labels -> reward model) | `test_human_feedback.py` |
 | `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
 | `make seeds` | `seeds.py` (notebooks 01-05 per seed, the spread of the headline numbers) | `test_seeds.py` |
 

@@ -58,16 +58,17 @@ PIPELINE = [
     ("05", "PPO", "max E[r] - beta KL(pi||pi_ref)"),
     ("06", "evaluation", "ROUGE, rewards,\nwin rates"),
     ("07", "beyond PPO", "DPO, IPO, RLOO, GRPO:\ngold against KL"),
+    ("08", "human feedback", "your labels ->\nreward model -> PPO"),
 ]
 
 
 def course_map() -> plt.Figure:
     """The course as a pipeline diagram: one box per stage, with its notebooks."""
-    fig, ax = plt.subplots(figsize=(13, 2.4))
+    fig, ax = plt.subplots(figsize=(15, 2.4))
     ax.set_xlim(0, len(PIPELINE) * 2.2)
     ax.set_ylim(-0.35, 2)
     ax.axis("off")
-    colors = ["#dbe9f6", "#d5f0d5", "#fde2c8", "#f9d2d2", "#e6dcf5", "#f5ecc8"]
+    colors = ["#dbe9f6", "#d5f0d5", "#fde2c8", "#f9d2d2", "#e6dcf5", "#f5ecc8", "#d8f0ee"]
     for i, ((nbs, name, what), color) in enumerate(zip(PIPELINE, colors, strict=True)):
         x = i * 2.2 + 0.1
         ax.add_patch(plt.Rectangle((x, 0.25), 1.8, 1.5, color=color, ec="#555", lw=1))
@@ -76,7 +77,7 @@ def course_map() -> plt.Figure:
         ax.text(x + 0.9, 0.38, f"notebook {nbs}", ha="center", va="center", fontsize=7, color="#444")
         if i:
             ax.annotate("", xy=(x, 1.0), xytext=(x - 0.4, 1.0), arrowprops={"arrowstyle": "->", "lw": 1.5})
-    ax.text(6.5, -0.12, "notebook 07: DPO folds the reward model and PPO into one loss; RLOO / GRPO drop PPO's value model",
+    ax.text(len(PIPELINE) * 1.1, -0.12, "notebook 07: DPO folds the reward model and PPO into one loss; RLOO / GRPO drop PPO's value model",
             fontsize=8, style="italic", ha="center")
     fig.tight_layout()
     return fig

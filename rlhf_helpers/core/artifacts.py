@@ -6,7 +6,8 @@
   written last that marks a complete checkpoint, and its training-log file. (Notebook 06 trains nothing: its
   tables and plots go to ``outputs/results`` and ``outputs/plots``.)
 * Atomic I/O -- :func:`atomic_dir` (a whole checkpoint folder), :func:`write_text` (one file; :func:`write_json`,
-  :func:`write_jsonl`, :func:`write_csv` and the summary and notebook writers go through it), :func:`read_json`, :func:`read_records`.
+  :func:`write_jsonl`, :func:`write_csv` and the summary and notebook writers go through it), :func:`read_json`, :func:`read_records`;
+  :func:`append_record` adds one whole line to a log.
   A reader never sees half a file: each write goes to a temporary name beside the target, then ``os.replace``.
   What an interrupted write left beside a target (its temporary file or folders, an ``.old`` copy) is removed
   by the next successful write to that target, and nothing else is. What they create follows the umask, as a
@@ -298,6 +299,26 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+def append_record(path: str | Path, record: Mapping[str, Any]) -> Path:
+    """One JSON record appended to a JSON Lines file as a single ``write`` of the whole line, then flushed to disk:
+    a reader sees the line whole or not at all (a label saved the moment it is given). A file that does not end
+    with a newline (edited by hand, or cut) raises a ValueError naming it, rather than joining two records."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            raise ValueError(f"{path}: the last line has no newline (a cut or edited file): fix it before appending")
+        if os.write(fd, data) != len(data):
+            raise OSError(f"{path}: short write")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
 
 
 def write_jsonl(records: Iterable[Mapping], path: str | Path) -> Path:
