@@ -105,6 +105,8 @@ def test_single_settings_from_rlhf_set(monkeypatch):
     ("ppo.use_lora=1", "expected bool"),
     ("beyond.num_generations=1", "BeyondPPOConfig: num_generations must be >= 2"),
     ("beyond.dpo_betas=(0.0,)", "BeyondPPOConfig: betas must be >= 0 \\(DPO's > 0"),
+    ("feedback.heldout_share=1.0", "FeedbackConfig: heldout_share must be in \\(0, 1\\)"),
+    ("feedback.annotator_noise=0", "FeedbackConfig: annotator_noise must be > 0"),
     ("ppo.batch_size=0", "RLHF_SET: 'ppo.batch_size=0': .*batch_size must be positive"),  # the section's checks run
 ])
 def test_a_bad_setting_is_named(text, message):

@@ -212,3 +212,19 @@ def test_compare_answers_and_its_reading():
     text = hf.reading(table, {"pairs": 90, "agreement": 0.9}, {"pairs": 90, "agreement": 0.4})
     assert "agrees with the annotator on 90.0% (notebook 04's, before training on the labels: 40.0%)" in text
     assert f"words {ppo.words:.3f} vs SFT {table.loc['SFT'].words:.3f}" in text and ": lower)." in text
+
+
+def test_save_results_writes_the_tables_and_the_summary(tmp_path):
+    prompts = [p["prompt"] for p in make_pairs(10)]
+    long, short = make_pairs(1)[0]["answers"]
+    ann = hf.SimulatedAnnotator("short", per_word=0.03, tie_margin=0.1)
+    table = hf.compare_answers(prompts, {"SFT": [long] * 10, "PPO": [short] * 10}, ann, reference="SFT")
+    agree = hf.agreement_table(pd.DataFrame({"short": [0, 1], "gold": [0, 0]}, index=["p0", "p1"]))
+    agreement = {"notebook 04": {"pairs": 2, "agreement": 0.5}, "trained on the labels": {"pairs": 2, "agreement": 1.0}}
+    paths = Paths(root=tmp_path)
+    written = hf.save_results(table, agree, agreement, ann, paths)
+    assert [p.name for p in written] == ["feedback.csv", "feedback_agreement.csv", "feedback_reward.csv", "feedback.md"]
+    summary = paths.result("feedback.md").read_text()
+    assert "| short / gold | 2 | 0.500 |" in summary and "utility = gold score - 0.03 x words, ties within 0.1" in summary
+    assert hf.reading(table, agreement["trained on the labels"], agreement["notebook 04"]) in summary
+    assert pd.read_csv(paths.result("feedback_reward.csv"), index_col=0).loc["notebook 04", "agreement"] == 0.5
