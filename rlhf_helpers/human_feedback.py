@@ -10,7 +10,8 @@ simulated annotator with a stated taste -- and the labels train a reward model t
 * :class:`SimulatedAnnotator` -- a taste over the gold judge's criteria plus a word-count preference, with
   Bradley-Terry noise and a tie margin: it presses the same buttons, so its labels go through the same file.
 * :func:`read_labels`, :func:`merge_labels`, :func:`agreement_table`, :func:`disagreements` -- the workshop loop.
-* :func:`label_pairs_dataset`, :func:`train_on_labels`, :func:`reward_agreement` -- from labels to a reward model.
+* :func:`label_pairs_dataset`, :func:`with_course_pairs`, :func:`train_on_labels`, :func:`reward_agreement` -- from
+  labels to a reward model.
 
 A label file is JSON Lines, one event per line: ``{"event": "label", "pair_id", "annotator", "button": "A"|"B"|
 "tie"|"skip", "choice": 0|1|"tie"|"skip", "left": 0|1, "reason", "time", "model", "sampling"}`` (``choice``: the index
@@ -59,7 +60,8 @@ def sample_pairs(policy: Any, tokenizer: Any, prompts: Sequence[str], gen_cfg: A
                  model_name: str = "sft_full", progress: bool = True) -> list[dict[str, Any]]:
     """``pairs_per_prompt`` pairs of sampled answers per prompt (one ``generate`` call: each prompt repeated
     ``2 * pairs_per_prompt`` times). Each pair: ``{"pair_id", "prompt", "answers": [a0, a1], "model",
-    "sampling"}``; ids ``p00000``... in prompt order."""
+    "sampling"}``; ids ``p00000``... in prompt order. A pair whose two answers are the same text is left out
+    (nothing to choose between)."""
     from .core import generation
 
     repeat = 2 * pairs_per_prompt
@@ -70,6 +72,8 @@ def sample_pairs(policy: Any, tokenizer: Any, prompts: Sequence[str], gen_cfg: A
     for i, prompt in enumerate(prompts):
         for j in range(pairs_per_prompt):
             k = i * repeat + 2 * j
+            if answers[k] == answers[k + 1]:
+                continue
             pairs.append({"pair_id": f"p{len(pairs):05d}", "prompt": prompt, "answers": answers[k : k + 2],
                           "model": model_name, "sampling": sampling})
     return pairs
@@ -373,6 +377,9 @@ def judge_choices(pairs: Sequence[Mapping[str, Any]], scores: judge.Scores = jud
     return pd.Series(choice, index=[p["pair_id"] for p in pairs], name=name)
 
 
+AGREEMENT_COLUMNS = ["rater_1", "rater_2", "pairs", "ties_1", "ties_2", "agreement", "kappa", "agreement_no_ties"]
+
+
 def cohen_kappa(x: Sequence[Any], y: Sequence[Any]) -> float:
     """Cohen's kappa of two label sequences: (p_o - p_e) / (1 - p_e), p_e from each rater's own label shares.
     (By hand: four lines, where scikit-learn would be a dependency for one function.)"""
@@ -385,7 +392,8 @@ def cohen_kappa(x: Sequence[Any], y: Sequence[Any]) -> float:
 
 def agreement_table(merged: pd.DataFrame, extra: Mapping[str, pd.Series] | None = None) -> pd.DataFrame:
     """Every pair of raters (the annotators of ``merged`` plus ``extra``, e.g. the gold judge): pairs both
-    labelled, raw agreement (same choice, ties included) and Cohen's kappa."""
+    labelled, the share each called a tie, raw agreement (same choice, ties included), Cohen's kappa, and the
+    agreement on the pairs neither called a tie (``agreement_no_ties``, NaN when there are none)."""
     table = merged.copy()
     for name, series in (extra or {}).items():
         table[name] = series.reindex(table.index)
@@ -393,23 +401,44 @@ def agreement_table(merged: pd.DataFrame, extra: Mapping[str, pd.Series] | None 
     names = list(table.columns)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            both = table[[a, b]].dropna()
+            both = table[[a, b]].dropna().astype(str)
             if len(both):
-                rows.append({"rater_1": a, "rater_2": b, "pairs": len(both),
-                             "agreement": float((both[a].astype(str) == both[b].astype(str)).mean()),
-                             "kappa": cohen_kappa(both[a], both[b])})
-    return pd.DataFrame(rows, columns=["rater_1", "rater_2", "pairs", "agreement", "kappa"])
+                decided = both[(both[a] != "tie") & (both[b] != "tie")]
+                rows.append({"rater_1": a, "rater_2": b, "pairs": len(both), "ties_1": float((both[a] == "tie").mean()),
+                             "ties_2": float((both[b] == "tie").mean()), "agreement": float((both[a] == both[b]).mean()),
+                             "kappa": cohen_kappa(both[a], both[b]),
+                             "agreement_no_ties": float((decided[a] == decided[b]).mean()) if len(decided) else np.nan})
+    return pd.DataFrame(rows, columns=AGREEMENT_COLUMNS)
 
 
 def disagreements(merged: pd.DataFrame, pairs: Sequence[Mapping[str, Any]], raters: Sequence[str],
                   n: int = 5) -> pd.DataFrame:
     """Up to ``n`` pairs the ``raters`` (columns of ``merged``) labelled differently, with the prompt, both
-    answers and each rater's choice."""
+    answers, their word counts and each rater's choice (0 / 1: the answer's index in the pair, not the side shown)."""
     by_id = {p["pair_id"]: p for p in pairs}
     both = merged[list(raters)].dropna()
     differ = both[both.astype(str).nunique(axis=1) > 1].head(n)
     return pd.DataFrame([{"pair_id": i, "prompt": by_id[i]["prompt"], "answer 0": by_id[i]["answers"][0],
-                          "answer 1": by_id[i]["answers"][1], **row.to_dict()} for i, row in differ.iterrows()])
+                          "answer 1": by_id[i]["answers"][1], "words 0": len(by_id[i]["answers"][0].split()),
+                          "words 1": len(by_id[i]["answers"][1].split()), **row.to_dict()}
+                         for i, row in differ.iterrows()])
+
+
+def flip_chance(annotator: SimulatedAnnotator) -> float:
+    """The most often the annotator prefers the worse answer of a pair it does not call a tie: at a utility
+    difference of exactly ``tie_margin``, ``sigmoid(-tie_margin / noise)`` (0.5 without a tie margin)."""
+    return float(1.0 / (1.0 + np.exp(annotator.tie_margin / annotator.noise)))
+
+
+def prefers_longer(score: Callable[[list[str], list[str]], Any], pairs: Sequence[Mapping[str, Any]]) -> float:
+    """The share of ``pairs`` (those with answers of different word counts) in which ``score`` ranks the longer
+    answer higher."""
+    differ = [p for p in pairs if len(p["answers"][0].split()) != len(p["answers"][1].split())]
+    prompts = [p["prompt"] for p in differ]
+    s0 = np.asarray(score(prompts, [p["answers"][0] for p in differ]), dtype=float)
+    s1 = np.asarray(score(prompts, [p["answers"][1] for p in differ]), dtype=float)
+    longer_first = np.array([len(p["answers"][0].split()) > len(p["answers"][1].split()) for p in differ])
+    return float(np.mean((s0 > s1) == longer_first))
 
 
 # ====================================================================================== labels -> reward
@@ -426,9 +455,25 @@ def label_pairs_dataset(pairs: Sequence[Mapping[str, Any]], labels: pd.DataFrame
     return Dataset.from_list(records)
 
 
+def with_course_pairs(profile: Profile, labelled: Any) -> Any:
+    """``labelled`` (a :func:`label_pairs_dataset`) and ``profile.feedback.course_pairs`` of notebook 01's training
+    preference pairs (shuffled with the feedback seed), as one ``Dataset`` of prompt / chosen / rejected."""
+    from datasets import concatenate_datasets
+
+    from . import data_prep
+    from .core import loading
+
+    cfg = profile.feedback
+    course = data_prep.load_prepared(profile).preferences["train"].shuffle(seed=cfg.seed)
+    course = course.select(range(min(cfg.course_pairs, len(course)))).select_columns(["prompt", "chosen", "rejected"])
+    with loading.quiet_datasets():  # no progress bar for a cast of 100 rows
+        course = course.cast(labelled.features)
+    return concatenate_datasets([labelled, course])  # the trainer shuffles them
+
+
 def train_on_labels(profile: Profile, train: Any, progress: bool = True) -> Any:
-    """Notebook 04's reward model (it knows the course's rubric) trained further on ``train`` (a
-    :func:`label_pairs_dataset`) with ``profile.feedback``'s steps, rate and batch; a :class:`reward.RewardRun`."""
+    """Notebook 04's reward model (it knows the course's rubric) trained further on ``train`` (e.g.
+    :func:`with_course_pairs`) with ``profile.feedback``'s steps, rate and batch; a :class:`reward.RewardRun`."""
     from . import reward
 
     cfg = profile.feedback
@@ -511,6 +556,17 @@ def heldout_answers(profile: Profile, policies: Mapping[str, Any], tokenizer: An
             for label, model in policies.items()}
 
 
+def side_by_side(prompts: Sequence[str], answers: Mapping[str, Sequence[str]], n: int = 4) -> pd.DataFrame:
+    """The first ``n`` prompts (not picked) with each policy's answer and its word count."""
+    rows = []
+    for i, prompt in enumerate(list(prompts)[:n]):
+        row = {"prompt": prompt}
+        for label, texts in answers.items():
+            row |= {label: texts[i], f"words ({label})": len(texts[i].split())}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def save_results(table: pd.DataFrame, agree: pd.DataFrame, agreement: Mapping[str, Mapping[str, float]],
                  annotator: SimulatedAnnotator, paths: Paths) -> list[Path]:
     """Written atomically: ``results/feedback.csv`` (the policies), ``feedback_agreement.csv`` (the raters),
@@ -520,12 +576,13 @@ def save_results(table: pd.DataFrame, agree: pd.DataFrame, agreement: Mapping[st
     from .evaluation import markdown_table
 
     rewards = pd.DataFrame(agreement).T.rename_axis("reward model")
-    raters = agree.set_index(agree.rater_1 + " / " + agree.rater_2).rename_axis("raters")[["pairs", "agreement", "kappa"]]
+    raters = agree.set_index(agree.rater_1 + " / " + agree.rater_2).rename_axis("raters")[AGREEMENT_COLUMNS[2:]]
     text = ["# Human feedback: a reward model and PPO from a simulated annotator's labels (notebook 08)", "",
             "_Generated by `notebooks/08_human_feedback.ipynb` (`rlhf_helpers.human_feedback.save_results`)._ "
             f"The annotator `{annotator.name}`: utility = gold score - {annotator.per_word:g} x words, ties within "
             f"{annotator.tie_margin:g}, Bradley-Terry noise {annotator.noise:g}. Raters' agreement on the pairs both "
-            "labelled (ties included) and Cohen's kappa:", "", markdown_table(raters),
+            "labelled: the share each called a tie, the agreement (ties included), Cohen's kappa, and the agreement "
+            "where neither called a tie:", "", markdown_table(raters),
             "", "Held-out words, gold score and the annotator's utility (differences from SFT with paired 95% "
             "bootstrap intervals):", "", markdown_table(table), "",
             reading(table, agreement["trained on the labels"], agreement["notebook 04"]), "",

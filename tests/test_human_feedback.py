@@ -161,7 +161,8 @@ def test_cohen_kappa_and_the_agreement_table():
     merged = pd.DataFrame({"ann": [0, 1, "tie", 0], "bob": [0, 0, "tie", None]}, index=["p0", "p1", "p2", "p3"])
     table = hf.agreement_table(merged, {"judge": pd.Series([0, 1, 1, 0], index=["p0", "p1", "p2", "p3"])})
     row = table.set_index(["rater_1", "rater_2"]).loc[("ann", "bob")]
-    assert row.pairs == 3 and row.agreement == pytest.approx(2 / 3)
+    assert row.pairs == 3 and row.agreement == pytest.approx(2 / 3) and row.ties_1 == row.ties_2 == pytest.approx(1 / 3)
+    assert row.agreement_no_ties == 0.5  # p0 agreed, p1 did not; p2 was a tie for both
     assert table.set_index(["rater_1", "rater_2"]).loc[("ann", "judge")].pairs == 4
 
 
@@ -225,6 +226,54 @@ def test_save_results_writes_the_tables_and_the_summary(tmp_path):
     written = hf.save_results(table, agree, agreement, ann, paths)
     assert [p.name for p in written] == ["feedback.csv", "feedback_agreement.csv", "feedback_reward.csv", "feedback.md"]
     summary = paths.result("feedback.md").read_text()
-    assert "| short / gold | 2 | 0.500 |" in summary and "utility = gold score - 0.03 x words, ties within 0.1" in summary
+    assert "| short / gold | 2 | 0.000 | 0.000 | 0.500 |" in summary and "utility = gold score - 0.03 x words, ties within 0.1" in summary
     assert hf.reading(table, agreement["trained on the labels"], agreement["notebook 04"]) in summary
     assert pd.read_csv(paths.result("feedback_reward.csv"), index_col=0).loc["notebook 04", "agreement"] == 0.5
+
+
+def test_identical_answers_make_no_pair(monkeypatch):
+    from types import SimpleNamespace
+
+    from rlhf_helpers.core import generation
+
+    texts = iter(["x y", "x y", "a", "a b", "c", "d e f", "g", "g"])  # 2 prompts x 2 pairs x 2 answers
+    monkeypatch.setattr(generation, "generate", lambda model, tok, prompts, cfg, **kw: [next(texts) for _ in prompts])
+    cfg = SimpleNamespace(temperature=0.7, top_k=0, top_p=1.0, max_new_tokens=8, seed=0)
+    pairs = hf.sample_pairs(None, None, ["q1", "q2"], cfg, pairs_per_prompt=2)
+    assert [(p["pair_id"], p["prompt"], p["answers"]) for p in pairs] == [
+        ("p00000", "q1", ["a", "a b"]), ("p00001", "q2", ["c", "d e f"])]
+    assert pairs[0]["sampling"]["temperature"] == 0.7
+
+
+def test_what_the_notebook_reads_off_a_run():
+    assert hf.flip_chance(hf.SimulatedAnnotator("a", noise=0.02, tie_margin=0.15)) == pytest.approx(
+        1 / (1 + np.exp(7.5)))
+    assert hf.flip_chance(hf.SimulatedAnnotator("a", noise=0.1)) == 0.5
+    pairs = make_pairs(6) + [{"pair_id": "same", "prompt": "q", "answers": ["a b", "c d"]}]
+    assert hf.prefers_longer(lambda p, a: [len(x) for x in a], pairs) == 1.0  # the equal-length pair is left out
+    assert hf.prefers_longer(lambda p, a: [-len(x) for x in a], pairs) == 0.0
+    merged = pd.DataFrame({"x": [0, 1], "y": [1, 1]}, index=["p00000", "p00001"])
+    rows = hf.disagreements(merged, make_pairs(2), ["x", "y"])
+    assert list(rows.pair_id) == ["p00000"] and rows.loc[0, "words 0"] > rows.loc[0, "words 1"]
+    table = hf.side_by_side(["q1", "q2", "q3"], {"SFT": ["a b", "c", "d"], "PPO": ["a", "c d e", "f"]}, n=2)
+    assert table.to_dict("list") == {"prompt": ["q1", "q2"], "SFT": ["a b", "c"], "words (SFT)": [2, 1],
+                                     "PPO": ["a", "c d e"], "words (PPO)": [1, 3]}
+
+
+def test_course_pairs_are_mixed_into_the_labels(monkeypatch):
+    from types import SimpleNamespace
+
+    from datasets import Dataset
+
+    from rlhf_helpers import data_prep
+    from rlhf_helpers.core.config import get_profile
+
+    course = Dataset.from_list([{"prompt": f"c{i}", "chosen": "good", "rejected": "bad", "topic": "x"} for i in range(5)])
+    monkeypatch.setattr(data_prep, "load_prepared", lambda profile: SimpleNamespace(preferences={"train": course}))
+    profile = get_profile("tiny")
+    labelled = Dataset.from_list([{"prompt": "q", "chosen": "short", "rejected": "long answer"}])
+    for n, expected in ((3, 4), (0, 1), (50, 6)):
+        profile.feedback.course_pairs = n
+        mixed = hf.with_course_pairs(profile, labelled)
+        assert len(mixed) == expected and mixed.column_names == ["prompt", "chosen", "rejected"]
+        assert mixed[0] == {"prompt": "q", "chosen": "short", "rejected": "long answer"}
