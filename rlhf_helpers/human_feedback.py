@@ -16,7 +16,7 @@ simulated annotator with a stated taste -- and the labels train a reward model t
 A label file is JSON Lines, one event per line: ``{"event": "label", "pair_id", "annotator", "button": "A"|"B"|
 "tie"|"skip", "choice": 0|1|"tie"|"skip", "left": 0|1, "reason", "time", "model", "sampling"}`` (``choice``: the index
 of the preferred answer in the pair's ``answers``, whichever side it was shown on) or ``{"event": "undo",
-"pair_id", "annotator", "time"}`` (takes back that annotator's last label).
+"pair_id", "annotator", "time"}`` (takes back that annotator's latest label of that pair).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from . import judge
-from .core.artifacts import Paths, append_record, read_records, write_jsonl
+from .core.artifacts import Paths, append_record, read_numbered_records, write_jsonl
 from .core.config import FeedbackConfig, Profile
 
 BUTTONS = ("A", "B", "tie", "skip")  # A = the answer shown on the left, B = on the right
@@ -96,14 +96,14 @@ def save_pairs(pairs: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
 def load_pairs(path: str | Path) -> list[dict[str, Any]]:
     """Pairs written by :func:`save_pairs`; a record without ``pair_id``, ``prompt`` or two ``answers`` raises a
     ValueError naming the file, line and field."""
-    pairs = read_records(path)
-    for line, p in enumerate(pairs, 1):
+    numbered = read_numbered_records(path)
+    for line, p in numbered:
         for key in ("pair_id", "prompt", "answers"):
             if key not in p:
                 raise ValueError(f"{path}:{line}: field '{key}' missing")
         if not (isinstance(p["answers"], list) and len(p["answers"]) == 2):
             raise ValueError(f"{path}:{line}: field 'answers' must hold two answers")
-    return pairs
+    return [p for _, p in numbered]
 
 
 # ============================================================================================ label files
@@ -135,7 +135,7 @@ def replay(path: str | Path, annotator: str | None = None, pairs: Mapping[str, A
     if not path.exists():
         return {}
     out: dict[str, list[dict[str, Any]]] = {}
-    for line, r in enumerate(read_records(path), 1):
+    for line, r in read_numbered_records(path):
         _check_event(path, line, r, pairs)
         if annotator is not None and r["annotator"] != annotator:
             continue

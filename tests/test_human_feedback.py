@@ -97,8 +97,8 @@ def test_a_file_another_annotator_wrote_is_kept_and_read_per_annotator(tmp_path)
 def test_a_malformed_label_file_names_the_file_line_and_field(tmp_path, record, field):
     path = tmp_path / "labels.jsonl"
     good = {"event": "label", "pair_id": "p00000", "annotator": "ann", "button": "A", "choice": 0}
-    path.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
-    with pytest.raises(ValueError, match=rf"labels.jsonl:2: field '{field}'"):
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps(record) + "\n")  # a blank line still counts
+    with pytest.raises(ValueError, match=rf"labels.jsonl:3: field '{field}'"):
         hf.read_labels([path], make_pairs())
 
 
@@ -141,6 +141,15 @@ def test_simulated_annotator_follows_its_taste_through_the_buttons(tmp_path):
     tie = hf.SimulatedAnnotator("tie", per_word=0.03, noise=0.001, tie_margin=10.0)
     tie.label(hf.LabelSession(pairs, tmp_path / "tie.jsonl", "tie"), 3)
     assert set(hf.read_labels([tmp_path / "tie.jsonl"]).choice) == {"tie"}
+
+
+def test_a_taste_over_the_judges_criteria():
+    prompt, answer = make_pairs(1)[0]["prompt"], make_pairs(1)[0]["answers"][0]
+    parts = judge.gold_breakdown(prompt, answer)
+    polite = hf.SimulatedAnnotator("polite", weights={"polite": 1.0, "concise": 0.5}, per_word=0.01)
+    assert polite.utility(prompt, answer) == pytest.approx(parts["polite"] + 0.5 * parts["concise"]
+                                                           - 0.01 * len(answer.split()))
+    assert hf.SimulatedAnnotator("g").utility(prompt, answer) == parts["total"]
 
 
 def test_noise_makes_labels_disagree():

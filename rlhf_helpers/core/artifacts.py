@@ -288,17 +288,23 @@ def read_json(path: str | Path) -> Any:
         raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a JSON Lines log (blank lines skipped); a bad line raises ``path:line: invalid JSON``."""
+def read_numbered_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of each record of a JSON Lines log (blank lines skipped, still counted); a bad
+    line raises ``path:line: invalid JSON``."""
     path = Path(path)
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
             try:
-                out.append(json.loads(line))
+                out.append((lineno, json.loads(line)))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines log (:func:`read_numbered_records` without the line numbers)."""
+    return [record for _, record in read_numbered_records(path)]
 
 
 def append_record(path: str | Path, record: Mapping[str, Any]) -> Path:
