@@ -324,7 +324,7 @@ def evaluate_methods(profile: Profile, inputs: Inputs, runs: Sequence[MethodRun]
         policies[run.label] = Policy(run.label, run.label, run.model, tok)
     cfg = dataclasses.replace(profile.eval, reference_policy="sft_full")
     held = inputs.heldout
-    keep = [i for i, s in enumerate(held.splits) if s == profile.beyond.eval_split] or range(len(held.prompts))
+    keep = held.indices(profile.beyond.eval_split)
     prompts, references, topics, splits = ([column[i] for i in keep] for column in
                                            (held.prompts, held.references, held.topics, held.splits))
     return evaluate_policies(policies, prompts, references, inputs.reward_source, inputs.judge, cfg, topics=topics,

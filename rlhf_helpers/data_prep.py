@@ -1058,6 +1058,10 @@ class Heldout:
     topics: list[str]
     splits: list[str]
 
+    def indices(self, split: str) -> list[int]:
+        """Indices of the prompts of slice ``split``; every prompt's when the data has no such slice."""
+        return [i for i, s in enumerate(self.splits) if s == split] or list(range(len(self.prompts)))
+
 
 def heldout(profile: Profile) -> Heldout:
     """The first ``profile.eval.num_prompts`` held-out prompts of notebook 01, with references (and topics)."""

@@ -366,13 +366,18 @@ def merge_labels(paths: Iterable[str | Path], pairs: Sequence[Mapping[str, Any]]
     return labels.pivot(index="pair_id", columns="annotator", values="choice")
 
 
+def score_answers(score: Callable[[list[str], list[str]], Any], pairs: Sequence[Mapping[str, Any]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``score(prompts, answers)`` of each pair's answer 0 and answer 1: two float arrays ``[N]``."""
+    prompts = [p["prompt"] for p in pairs]
+    return tuple(np.asarray(score(prompts, [p["answers"][k] for p in pairs]), dtype=float) for k in (0, 1))
+
+
 def judge_choices(pairs: Sequence[Mapping[str, Any]], scores: judge.Scores = judge.gold_scores,
                   name: str = "gold judge") -> pd.Series:
     """The judge as one more annotator, named ``name``: the index of the answer it scores higher ("tie" when
     equal)."""
-    prompts = [p["prompt"] for p in pairs]
-    s0 = np.asarray(scores(prompts, [p["answers"][0] for p in pairs]))
-    s1 = np.asarray(scores(prompts, [p["answers"][1] for p in pairs]))
+    s0, s1 = score_answers(scores, pairs)
     choice = [0 if a > b else 1 if b > a else "tie" for a, b in zip(s0, s1, strict=True)]
     return pd.Series(choice, index=[p["pair_id"] for p in pairs], name=name)
 
@@ -434,9 +439,7 @@ def prefers_longer(score: Callable[[list[str], list[str]], Any], pairs: Sequence
     """The share of ``pairs`` (those with answers of different word counts) in which ``score`` ranks the longer
     answer higher."""
     differ = [p for p in pairs if len(p["answers"][0].split()) != len(p["answers"][1].split())]
-    prompts = [p["prompt"] for p in differ]
-    s0 = np.asarray(score(prompts, [p["answers"][0] for p in differ]), dtype=float)
-    s1 = np.asarray(score(prompts, [p["answers"][1] for p in differ]), dtype=float)
+    s0, s1 = score_answers(score, differ)
     longer_first = np.array([len(p["answers"][0].split()) > len(p["answers"][1].split()) for p in differ])
     return float(np.mean((s0 > s1) == longer_first))
 
@@ -491,9 +494,7 @@ def reward_agreement(score: Callable[[list[str], list[str]], Any], pairs: Sequen
     by_id = {p["pair_id"]: p for p in pairs}
     mine = labels[(labels.annotator == annotator) & labels.choice.isin([0, 1]) & labels.pair_id.isin(by_id)]
     chosen = [by_id[i] for i in mine.pair_id]
-    prompts = [p["prompt"] for p in chosen]
-    s0 = np.asarray(score(prompts, [p["answers"][0] for p in chosen]), dtype=float)
-    s1 = np.asarray(score(prompts, [p["answers"][1] for p in chosen]), dtype=float)
+    s0, s1 = score_answers(score, chosen)
     predicted = np.where(s0 > s1, 0, 1)
     return {"pairs": len(chosen), "agreement": float(np.mean(predicted == mine.choice.to_numpy(dtype=int)))}
 
@@ -542,8 +543,7 @@ def seen_prompts(profile: Profile) -> list[str]:
     from . import data_prep
 
     held = data_prep.heldout(profile)
-    chosen = [p for p, s in zip(held.prompts, held.splits, strict=True) if s == profile.beyond.eval_split]
-    return chosen or held.prompts
+    return [held.prompts[i] for i in held.indices(profile.beyond.eval_split)]
 
 
 def heldout_answers(profile: Profile, policies: Mapping[str, Any], tokenizer: Any,

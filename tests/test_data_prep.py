@@ -760,3 +760,9 @@ def test_real_custom_csv_sample_to_preferences_and_scores():
     scored = load_data(JUDGER_SAMPLE, mapping="prompt=prompt,response=human_answer|machine_answer,"
                                               "score=human_score|machine_score")
     assert scored.kind == "scored" and len(scored) == 600 and isinstance(scored.records[0]["score"], float)
+
+
+def test_heldout_indices_pick_a_slice_or_every_prompt():
+    held = data_prep.Heldout(["a", "b", "c"], ["x", "y", "z"], ["t"] * 3, ["seen_task", "unseen_task", "seen_task"])
+    assert held.indices("seen_task") == [0, 2] and held.indices("unseen_task") == [1]
+    assert held.indices("") == held.indices("other") == [0, 1, 2]
