@@ -1,4 +1,5 @@
-"""Command line: ``python -m rlhf_helpers data check|convert ...``, ``... course``, ``... seeds`` and ``... links``."""
+"""Command line: the stages (``python -m rlhf_helpers sft reward ppo ...``, :mod:`rlhf_helpers.stages`),
+``... data check|convert ...``, ``... course``, ``... seeds`` and ``... links``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import sys
 USAGE = """usage: python -m rlhf_helpers COMMAND ...
 
 commands:
+  STAGE [STAGE ...] [--profile P] [--set k=v]   run stages as the notebooks do: prepare, sft, qlora, reward,
+                                                ppo, dpo, evaluate (--help after a stage lists every setting);
+                                                several processes: accelerate launch -m rlhf_helpers STAGE ...
   data check PATH [--map prompt=question,...]   detect the format, count records, print the validation report
   data convert PATH OUT.jsonl [--map ...]       write canonical records (atomically)
   course [--profile tiny] [--only 00,01]        execute the notebooks in order, results under outputs/
@@ -21,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    from .stages import STAGES
+
+    if command in STAGES:
+        from .stages import cli
+
+        return cli(argv)
     if command == "data":
         from .data_prep import cli
     elif command == "course":

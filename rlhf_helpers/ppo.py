@@ -40,6 +40,11 @@ Choices (and why):
   minibatch's differ, so the ratio is not 1 at the start of an update.
 * Everything goes through ``accelerate`` (``prepare``, ``accumulate``, ``backward``, ``clip_grad_norm_``,
   mixed precision on a GPU): the same code runs on CPU, one GPU or several processes.
+* **Several processes** (``accelerate launch``, DDP): each process samples and scores its own ``batch_size``
+  prompts (its own sampling seed); the advantage (and reward) whitening uses the mean and std of *all* processes'
+  tokens, the metrics are means over all processes, the KL controller sees the global KL, DDP averages the
+  gradients, and checkpoints are written by the main process (:mod:`rlhf_helpers.ppo_runs`). A given seed and
+  process count give the same run; a different process count samples differently.
 * **Hand-written** because TRL >= 1.13 has no PPO trainer (1.12's needs separate value and reward models of
   the sequence-classification kind; the course's rewards are any :class:`~rlhf_helpers.reward.RewardSource`).
 
@@ -72,6 +77,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ExtraMetric = Callable[[list[str], list[str]], Sequence[float]]
+Reduce = Callable[[torch.Tensor], torch.Tensor]  # sums a tensor over processes (PPOTrainerLite.sum_over_processes)
 
 # Scores (after the EOS penalty and clipping) whose mean |score| or standard deviation over a rollout exceed this
 # get a warning, once per run. PPO's defaults assume scores of order 1 (the course's reward model is normalised to
@@ -83,32 +89,40 @@ SCORE_SCALE_LIMIT = 100.0
 # =====================================================================================================
 # 1. Masked statistics, KL estimators, GAE and the two PPO losses (pure functions, unit-tested)
 # =====================================================================================================
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``x`` over the positions where ``mask`` is 1 (over ``dim``, or over everything)."""
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None,
+                reduce: Reduce | None = None) -> torch.Tensor:
+    """Mean of ``x`` over the positions where ``mask`` is 1 (over ``dim``, or over everything). ``reduce`` sums a
+    tensor over processes: the mean of every process's positions (with ``dim=None``)."""
     mask = mask.to(x.dtype)
     if dim is None:
-        return (x * mask).sum() / mask.sum().clamp(min=1)
+        total, count = (x * mask).sum(), mask.sum()
+        if reduce is not None:
+            total, count = reduce(total), reduce(count)
+        return total / count.clamp(min=1)
     return (x * mask).sum(dim) / mask.sum(dim).clamp(min=1)
 
 
-def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of ``x`` over the masked positions (Bessel-corrected by default, as TRL)."""
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True,
+               reduce: Reduce | None = None) -> torch.Tensor:
+    """Variance of ``x`` over the masked positions (Bessel-corrected by default, as TRL); of every process's
+    positions with ``reduce`` (as :func:`masked_mean`)."""
+    mean = masked_mean(x, mask, reduce=reduce)
+    var = masked_mean((x - mean) ** 2, mask, reduce=reduce)
     if unbiased:
-        n = mask.sum()
+        n = mask.sum() if reduce is None else reduce(mask.to(x.dtype).sum())
         if n < 2:
             raise ValueError("masked_var needs at least 2 unmasked values (is the minibatch too small?)")
         var = var * n / (n - 1)
     return var
 
 
-def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, reduce: Reduce | None = None) -> torch.Tensor:
     """``(x - mean) / std`` over the masked positions; zeros outside the mask.
 
-    ``shift_mean=False`` keeps the mean (only rescales), as used for reward whitening.
+    ``shift_mean=False`` keeps the mean (only rescales), as used for reward whitening. ``reduce`` (a sum over
+    processes): the mean and std of the whole batch, every process's share of it, as one process would compute.
     """
-    mean, var = masked_mean(x, mask), masked_var(x, mask)
+    mean, var = masked_mean(x, mask, reduce=reduce), masked_var(x, mask, reduce=reduce)
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     if not shift_mean:
         out = out + mean
@@ -441,6 +455,11 @@ class PPOTrainerLite:
         self.accelerator = make_accelerator(cfg.mixed_precision, cfg.gradient_accumulation_steps,
                                             policy.config.model_type)
         device = self.accelerator.device
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is not None and plugin.zero_stage == 3:
+            raise ValueError("PPO does not run under DeepSpeed ZeRO-3: generating with sharded weights needs them "
+                             "gathered first, which this trainer does not do. Launch it with "
+                             "rlhf_helpers/accelerate_configs/multi_gpu.yaml (DDP) or zero2.yaml.")
 
         if cfg.use_lora and not is_peft(policy):
             from peft import get_peft_model
@@ -570,9 +589,9 @@ class PPOTrainerLite:
         last = mask.sum(1).long() - 1
         rewards[torch.arange(len(prompts), device=device), last] += scores
         if cfg.whiten_rewards:
-            rewards = whiten(rewards, mask, shift_mean=False)
+            rewards = whiten(rewards, mask, shift_mean=False, reduce=self.sum_over_processes)
         advantages, returns = compute_gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        advantages = whiten(advantages, mask)
+        advantages = whiten(advantages, mask, reduce=self.sum_over_processes)  # over every process's tokens
 
         extra = {name: [float(v) for v in fn(batch.prompts, batch.responses)]
                  for name, fn in self.extra_metrics.items()} if extra_metrics else {}
@@ -658,7 +677,8 @@ class PPOTrainerLite:
     def _check_policy(self, ro: Rollout, step: int, final: bool = False) -> float:
         """The checks of the policy a rollout was sampled from: finite log-probs and values, mean KL <= max_kl.
         Returns the mean KL (over processes); raises :class:`PPODivergenceError` otherwise."""
-        if not (torch.isfinite(ro.logprobs).all() and torch.isfinite(ro.values).all()):
+        finite = torch.isfinite(ro.logprobs).all() and torch.isfinite(ro.values).all()
+        if self._reduce(float(finite)) < 1:  # every process stops together, when any one sees NaN/inf
             raise self._divergence(step, "the policy produced NaN/inf log-probs or values (diverged weights)",
                                    policy_failed=True, final=final)
         mean_kl = self._reduce(ro.kl.sum(1).mean())
@@ -706,16 +726,17 @@ class PPOTrainerLite:
         mean_kl = self._check_policy(ro, step)
         if self.step > 0:  # the policy of update ``self.step`` passed: its state is still exactly that update's
             self._policy_validated()
-        bad = (~torch.isfinite(ro.raw_scores)).sum().item()
+        bad = round(self._reduce((~torch.isfinite(ro.raw_scores)).sum()) * acc.num_processes)  # over processes
         if bad:
-            raise self._divergence(step, f"the reward source returned NaN/inf for {bad} of {len(ro.prompts)} responses")
+            raise self._divergence(step, f"the reward source returned NaN/inf for {bad} of "
+                                         f"{len(ro.prompts) * acc.num_processes} responses")
         self._warn_on_score_scale(ro, step)
 
         beta = self.kl_ctl.value
         t1 = time.perf_counter()
         stats = self.ppo_update(ro)
         t_opt = time.perf_counter() - t1
-        if not all(math.isfinite(stats[k]) for k in ("pg_loss", "vf_loss")):
+        if not all(math.isfinite(self._reduce(stats[k])) for k in ("pg_loss", "vf_loss")):  # NaN on any process
             raise self._divergence(step, f"NaN/inf loss (policy {stats['pg_loss']}, value {stats['vf_loss']})")
         if not all(torch.isfinite(p).all() for p in self.model.parameters() if p.requires_grad):
             raise self._divergence(step, "NaN/inf in the weights after the optimizer step")
@@ -758,6 +779,10 @@ class PPOTrainerLite:
         for cb in self.callbacks:
             cb.on_update(self, record)
         return record
+
+    def sum_over_processes(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes (the whitening's statistics); ``t`` itself on one process."""
+        return self.accelerator.reduce(t, reduction="sum") if self.accelerator.num_processes > 1 else t
 
     def _reduce(self, value: float | torch.Tensor) -> float:
         """Mean over processes (identity on one process) as a Python float."""

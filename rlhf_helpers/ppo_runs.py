@@ -161,13 +161,16 @@ class LivePlot(ppo.Callback):
 
 
 class PrintSamples(ppo.Callback):
-    """Print a few sampled responses (with score) each time samples are drawn."""
+    """Print a few sampled responses (with score) each time samples are drawn (the main process's)."""
 
     def __init__(self, n: int = 2, max_chars: int = 160) -> None:
         self.n, self.max_chars = n, max_chars
 
     def on_samples(self, trainer: ppo.PPOTrainerLite, samples: list[dict[str, Any]]) -> None:
         from tqdm.auto import tqdm
+
+        if not trainer.accelerator.is_main_process:
+            return
 
         for s in samples[: self.n]:
             extra = "".join(f"  {k}={s[k]:.3f}" for k in trainer.extra_metrics)
@@ -226,46 +229,49 @@ def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
     renamed into place (the previous checkpoint is moved aside first and deleted last, so an interrupted save
     leaves one complete checkpoint). :class:`Checkpoint` calls it only for a policy that passed its checks.
 
-    Refuses to replace an existing non-empty directory that is not a PPO checkpoint.
+    Refuses to replace an existing non-empty directory that is not a PPO checkpoint. Several processes: every
+    process's minibatch-shuffle state is gathered, the main process writes, the others wait for it.
     """
     from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     acc = trainer.accelerator
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PPO_INFO).exists():
-            raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
+    if acc.is_main_process and out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PPO_INFO).exists():
+        raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
+    # each process shuffles its minibatches with its own generator: all of their states, in process order
+    shuffle = trainer.shuffle_gen.get_state()
+    shuffle_gens = list(acc.gather(shuffle.to(torch.int32)[None]).to(torch.uint8)) if acc.num_processes > 1 else [shuffle]
 
-        def write(tmp: Path) -> None:
-            policy = trainer.policy
-            with quiet_transformers():  # no "Writing model shards" bar at every checkpoint
-                policy.save_pretrained(tmp)
-                trainer.tokenizer.save_pretrained(tmp)
-                if is_peft(policy) and trainer.step >= trainer.cfg.total_updates:
-                    # the final LoRA policy also as a plain model, for later stages
-                    merged = copy.deepcopy(policy).merge_and_unload()
-                    merged.save_pretrained(tmp / "merged")
-                    trainer.tokenizer.save_pretrained(tmp / "merged")
-                    del merged
-            vh = {k: v.detach().float().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()}
-            save_file(vh, str(tmp / VALUE_HEAD_FILE))
-            torch.save({
-                "step": trainer.step,
-                "optimizer": trainer.optimizer.state_dict(),
-                "kl_controller": trainer.kl_ctl.state_dict(),
-                "rng": dict(rng_state) if rng_state is not None else _rng_state(),
-                "shuffle_gen": trainer.shuffle_gen.get_state(),
-                "last_checkpoint_step": trainer.step,
-            }, tmp / STATE_FILE)
-            write_jsonl(trainer.history, tmp / PPO_LOG)
-            write_jsonl(trainer.samples, tmp / SAMPLES_FILE)
-            info = {"step": trainer.step, "use_lora": is_peft(policy), "config": dataclasses.asdict(trainer.cfg),
-                    "value_head": "linear head on the policy's last hidden state", "saved_at": time.time()}
-            write_json(tmp / PPO_INFO, info)  # last: marks a complete checkpoint
+    def write(tmp: Path) -> None:
+        policy = trainer.policy
+        with quiet_transformers():  # no "Writing model shards" bar at every checkpoint
+            policy.save_pretrained(tmp)
+            trainer.tokenizer.save_pretrained(tmp)
+            if is_peft(policy) and trainer.step >= trainer.cfg.total_updates:
+                # the final LoRA policy also as a plain model, for later stages
+                merged = copy.deepcopy(policy).merge_and_unload()
+                merged.save_pretrained(tmp / "merged")
+                trainer.tokenizer.save_pretrained(tmp / "merged")
+                del merged
+        vh = {k: v.detach().float().cpu().contiguous() for k, v in trainer.value_head.state_dict().items()}
+        save_file(vh, str(tmp / VALUE_HEAD_FILE))
+        torch.save({
+            "step": trainer.step,
+            "optimizer": trainer.optimizer.state_dict(),
+            "kl_controller": trainer.kl_ctl.state_dict(),
+            "rng": dict(rng_state) if rng_state is not None else _rng_state(),
+            "shuffle_gens": [g.cpu() for g in shuffle_gens],
+            "num_processes": acc.num_processes,
+            "last_checkpoint_step": trainer.step,
+        }, tmp / STATE_FILE)
+        write_jsonl(trainer.history, tmp / PPO_LOG)
+        write_jsonl(trainer.samples, tmp / SAMPLES_FILE)
+        info = {"step": trainer.step, "use_lora": is_peft(policy), "config": dataclasses.asdict(trainer.cfg),
+                "num_processes": acc.num_processes,
+                "value_head": "linear head on the policy's last hidden state", "saved_at": time.time()}
+        write_json(tmp / PPO_INFO, info)  # last: marks a complete checkpoint
 
-        atomic_dir(out_dir, write)
-    acc.wait_for_everyone()
+    atomic_dir(out_dir, write)  # the main process writes; the others wait for it
     trainer.out_dir, trainer.last_checkpoint_step = out_dir, trainer.step
     return out_dir
 
@@ -341,13 +347,27 @@ def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
     if not new_beta:
         trainer.kl_ctl.load_state_dict(state["kl_controller"])
     _set_rng_state(state["rng"])
-    trainer.shuffle_gen.set_state(state["shuffle_gen"])
     trainer.step = int(state["step"])
+    _restore_shuffle(trainer, state)
     trainer.out_dir, trainer.last_checkpoint_step = Path(out_dir), trainer.step
     trainer.validated_step = trainer.step  # saved only once it passed its checks (Checkpoint)
     trainer.history, trainer.samples = ([] if not (path / f).exists() else read_records(path / f)
                                         for f in (PPO_LOG, SAMPLES_FILE))
     return trainer.step
+
+
+def _restore_shuffle(trainer: ppo.PPOTrainerLite, state: Mapping[str, Any]) -> None:
+    """Each process's minibatch-shuffle generator as saved; written by another number of processes, a fresh one
+    per process, seeded by (seed, process, step): the run goes on, from the prompts where it stopped (each update
+    takes the next ``batch_size x processes`` of them), but it is no longer the run the old count would give."""
+    acc = trainer.accelerator
+    saved = state.get("shuffle_gens") or [state["shuffle_gen"]]  # "shuffle_gen": a one-process checkpoint
+    if len(saved) == acc.num_processes:
+        trainer.shuffle_gen.set_state(saved[acc.process_index])
+        return
+    trainer.shuffle_gen.manual_seed(trainer.cfg.seed + 7919 * acc.process_index + 104_729 * trainer.step)
+    _say(trainer, f"note: the checkpoint was written by {len(saved)} process(es), this run has "
+                  f"{acc.num_processes}: the minibatch shuffles start afresh (seeded) from update {trainer.step}.")
 
 
 def load_ppo_policy(path: str | Path, device: str | None = None) -> PreTrainedModel:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core import artifacts, base_model, chat, loading
+from .core import artifacts, base_model, chat, distributed, loading
 from .core.artifacts import LOG_HISTORY, METRICS, TRAIN_INFO
 from .core.config import Profile, TrainSchedule
 
@@ -215,7 +215,8 @@ class SFTRun:
 
 def base_source(profile: Profile) -> str | Path:
     """Where the profile's base model comes from: the tiny base's directory (built if missing) or a Hub name."""
-    if profile.model.name == "tiny":
+    if profile.model.name == "tiny":  # several processes: the main one builds it, the others then find it
+        distributed.on_main_process(lambda: base_model.build_tiny_base(profile))
         return base_model.build_tiny_base(profile)
     return profile.model.name
 
@@ -294,6 +295,8 @@ def train_and_save(
         }
         trainer_model.eval()
         shutil.rmtree(tmp / "_trainer", ignore_errors=True)
+        if not distributed.is_main_process():  # several processes: the main one saves (artifacts.atomic_dir)
+            return
         with loading.quiet_transformers():
             trainer_model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
@@ -305,7 +308,7 @@ def train_and_save(
     trainer_model: Any = None
     history: list[dict[str, float]] = []
     info: dict[str, Any] = {}
-    artifacts.atomic_dir(target, write)
+    artifacts.atomic_dir(target, write, collective=True)  # every process trains; the main one saves
     return SFTRun(stage, trainer_model, tokenizer, history, info, target)
 
 

@@ -112,3 +112,12 @@ def test_single_settings_from_rlhf_set(monkeypatch):
 def test_a_bad_setting_is_named(text, message):
     with pytest.raises(ValueError, match=message):
         config.apply_settings(get_profile("tiny"), text)
+
+
+def test_a_sections_settings_apply_together_in_any_order():
+    """batch_size 4 would not be a multiple of the default mini_batch_size 8 on its own."""
+    for text in ("ppo.batch_size=4;ppo.mini_batch_size=2", "ppo.mini_batch_size=2;ppo.batch_size=4"):
+        p = config.apply_settings(get_profile("tiny"), text)
+        assert (p.ppo.batch_size, p.ppo.mini_batch_size) == (4, 2)
+    with pytest.raises(ValueError, match="'ppo.batch_size=4; ppo.mini_batch_size=3': .*multiple"):
+        config.apply_settings(get_profile("tiny"), "ppo.batch_size=4;ppo.mini_batch_size=3")

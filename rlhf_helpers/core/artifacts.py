@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import distributed
+
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 # ---------------------------------------------------------------------------------------- file names
@@ -217,14 +219,24 @@ def _clean_stale(target: str | Path) -> list[Path]:
     return removed
 
 
-def atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_dir(target: str | Path, write: Callable[[Path], None], collective: bool = False) -> Path:
     """``write(tmp)`` into a fresh temporary directory next to ``target``, then swap it in: the old directory is
     first renamed to ``.<name>.old`` (:func:`old_dir`) and deleted last, so an interrupted save leaves one complete
     copy. Every stage's checkpoint and the prepared data are written this way.
 
     Temporary folders an earlier, interrupted call left for ``target`` are removed first (:func:`_clean_stale`);
-    the folder gets the mode a plain ``mkdir`` would give (``0o777 & ~umask``), not mkdtemp's 0700."""
+    the folder gets the mode a plain ``mkdir`` would give (``0o777 & ~umask``), not mkdtemp's 0700.
+
+    Several processes (:mod:`~rlhf_helpers.core.distributed`): the main process writes and swaps, then all meet at
+    a barrier. ``collective``: ``write`` holds work every process must join (training with its all-reduces), so the
+    others run it too, into a throwaway folder; otherwise they only wait."""
     target = Path(target)
+    if not distributed.is_main_process():
+        if collective:
+            with tempfile.TemporaryDirectory() as throwaway:
+                write(Path(throwaway))
+        distributed.wait_for_everyone()
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _clean_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -239,6 +251,7 @@ def atomic_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    distributed.wait_for_everyone()
     return target
 
 

@@ -38,7 +38,7 @@ class DataConfig:
     num_heldout_prompts: int = 220  # held-out prompts (with references) used by the evaluation; tiny: all 220 of
     # data/heldout.jsonl (160 seen-task prompts, the headline, and 60 unseen-task prompts)
     max_prompt_chars: int = 600  # longer prompts are reported, then dropped from training
-    max_response_chars: int = 600
+    max_response_chars: int = 600  # longer responses are reported, then dropped from training
     hub_split: str = "train"  # split of a hub dataset to read
 
 
@@ -46,16 +46,16 @@ class DataConfig:
 class ModelConfig:
     """The base model: ``name="tiny"`` builds one offline; anything else is a hub name."""
 
-    name: str = "tiny"
+    name: str = "tiny"  # "tiny" = build a GPT-2 from the course data offline; else a Hub model name (e.g. gpt2)
     vocab_size: int = 2048  # tiny: BPE vocabulary trained on data/
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    n_positions: int = 256
+    n_layer: int = 4  # tiny: transformer blocks
+    n_head: int = 4  # tiny: attention heads
+    n_embd: int = 128  # tiny: hidden size
+    n_positions: int = 256  # tiny: longest sequence (tokens)
     pretrain_steps: int = 200  # tiny: causal-LM steps on generic topic text (not the chat format)
-    pretrain_batch_size: int = 32
-    pretrain_seq_len: int = 64
-    pretrain_lr: float = 3e-3
+    pretrain_batch_size: int = 32  # tiny: sequences per pretraining step
+    pretrain_seq_len: int = 64  # tiny: tokens per pretraining sequence
+    pretrain_lr: float = 3e-3  # tiny: AdamW learning rate of the pretraining
     dtype: str = "auto"  # "auto": bf16/fp16 on a GPU that has it, float32 on CPU
 
 
@@ -65,11 +65,11 @@ class GenerationConfig:
 
     max_new_tokens: int = 64  # tiny: a full course answer (opener, 3 tips, closer) is up to ~60 tokens; 48 cut 30%
     do_sample: bool = False  # greedy by default; sampling for PPO rollouts
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature (only when do_sample)
     top_k: int = 0  # 0 = off
-    top_p: float = 1.0
+    top_p: float = 1.0  # nucleus sampling threshold (1.0 = off)
     batch_size: int = 128  # prompts per generate call; tiny: per-call overhead dominates, 128 ~1.7x faster than 32
-    seed: int = 0
+    seed: int = 0  # seeds the sampling (when do_sample)
 
 
 @dataclass
@@ -77,19 +77,19 @@ class TrainSchedule:
     """What every TRL trainer of the course (SFT, QLoRA, reward model) is given: the optimisation schedule.
     Field names are ``transformers.TrainingArguments``' own."""
 
-    learning_rate: float = 1e-3
-    max_steps: int = 150
-    per_device_train_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    eval_steps: int = 50
-    logging_steps: int = 10
+    learning_rate: float = 1e-3  # peak learning rate (after the warm-up)
+    max_steps: int = 150  # optimizer steps of the run
+    per_device_train_batch_size: int = 16  # examples per step on each process (the global batch is this x processes x accumulation)
+    gradient_accumulation_steps: int = 1  # micro-batches summed into one optimizer step
+    eval_steps: int = 50  # evaluate on the eval split every this many steps (and before and after training)
+    logging_steps: int = 10  # log the training loss every this many steps
     max_length: int = 160  # tokens of prompt + response
     warmup_ratio: float = 0.05  # fraction of max_steps with a linear learning-rate warm-up
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW weight decay
     lr_scheduler_type: str = "cosine"  # transformers scheduler name: decays to 0 at max_steps after the warm-up
     optim: str = "adamw_torch"  # transformers optimizer name (a paged/8-bit one falls back to AdamW without CUDA)
     gradient_checkpointing: bool = False  # TRL turns it on by default; ~60% slower on tiny models
-    seed: int = 0
+    seed: int = 0  # seeds the data order and any new weights (transformers.set_seed)
 
 
 @dataclass
@@ -110,11 +110,11 @@ class QLoRAConfig(TrainSchedule):
     # on GPU: optim="paged_adamw_8bit"; gradient_checkpointing=True recomputes activations: less memory, slower
     base: str | None = None  # model to quantize; None = the profile's base model
     load_in_4bit: bool = True  # falls back to plain LoRA where bitsandbytes cannot load 4-bit
-    bnb_4bit_quant_type: str = "nf4"
-    bnb_4bit_use_double_quant: bool = True
-    lora_r: int = 16
+    bnb_4bit_quant_type: str = "nf4"  # bitsandbytes 4-bit type: "nf4" (QLoRA paper) or "fp4"
+    bnb_4bit_use_double_quant: bool = True  # also quantize the quantization constants (~0.4 bits per weight saved)
+    lora_r: int = 16  # rank of the LoRA adapters
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r)
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.05  # dropout on the adapters' input
     target_modules: str | list[str] = "all-linear"  # peft matches Linear and GPT-2's Conv1D, not lm_head
     train_embeddings: bool = True  # also train the token embeddings and output head in full (PEFT modules_to_save,
     # kept tied where the base ties them): adapters on the linear layers cannot move an embedding row. tiny: its
@@ -133,10 +133,10 @@ class RewardConfig(TrainSchedule):
     lr_scheduler_type: str = "linear"  # TRL's default: linear decay to 0
     optim: str = "adamw_torch_fused"  # transformers' default optimizer, which the reward model has always used
     base: str = "sft_full"  # a stage name (its checkpoint) or a hub model name
-    use_margin: bool = False
+    use_margin: bool = False  # add a margin column to the Bradley-Terry loss (see margin_scale)
     margin_scale: float = 1.0  # use_margin: margin = margin_scale * |gold(chosen) - gold(rejected)| (add_gold_margins)
-    use_lora: bool = False
-    lora_r: int = 16
+    use_lora: bool = False  # train LoRA adapters (plus the score head) instead of the full model
+    lora_r: int = 16  # rank of the LoRA adapters (use_lora)
     lora_alpha: int = 32  # LoRA scaling numerator (scale = alpha / r); the score head always trains fully
     center_rewards_coefficient: float | None = None  # TRL's optional penalty on (r_chosen + r_rejected)^2; None = off
     eval_pairs: int = 128  # held-out pairs evaluated every eval_steps during training (all test pairs at the end)
@@ -247,15 +247,15 @@ class EvalConfig:
     """Final comparison of every stage's policy on the held-out prompts."""
 
     num_prompts: int = 220  # held-out prompts answered by every policy (at most DataConfig.num_heldout_prompts)
-    max_new_tokens: int = 64
+    max_new_tokens: int = 64  # tokens per answer of every policy
     seed: int = 0  # seeds the generation (when sampling) and the bootstrap of the win-rate CI
     # "auto": the gold judge on the course data, else `hub_judge`; "gold": the course's rubric judge;
     # anything else: a hub judge model name (a sequence-classification reward model scoring (prompt, response)).
     judge: str = "auto"
-    bootstrap_samples: int = 1000
+    bootstrap_samples: int = 1000  # resamples of the bootstrap intervals
     hub_judge: str = "OpenAssistant/reward-model-deberta-v3-large-v2"  # the stronger judge on non-course data
     do_sample: bool = False  # greedy answers (deterministic); True samples with `temperature`, seeded
-    temperature: float = 1.0
+    temperature: float = 1.0  # sampling temperature (do_sample only)
     batch_size: int = 32  # prompts per generation / scoring batch
     reference_policy: str = "sft_full"  # the baseline of the win rate and the reference of the KL
     ci_level: float = 0.95  # confidence level of the bootstrap interval of the win rate
@@ -329,8 +329,8 @@ class FeedbackConfig:
     # the held-out pairs / PPO's gold change: 0 pairs (40 steps) 88% / 49% / -0.018 [-0.029, -0.009]; 100 pairs
     # 87% / 58% / +0.004 [-0.003, +0.012]; 200 pairs (120 steps) 76% / 66% / +0.036
     reward_steps: int = 100  # steps of training notebook 04's reward model further on them (~7 epochs)
-    reward_learning_rate: float = 3e-4
-    reward_batch_size: int = 16
+    reward_learning_rate: float = 3e-4  # AdamW learning rate of that further training
+    reward_batch_size: int = 16  # label pairs per step of it
     ppo_updates: int = 12  # updates of the short PPO run against the labels' reward model
     ppo_kl_coef: float = 1.0  # its beta; tiny: at 0.2 and 0.5 the answers got shorter still and the gold score fell
     # (-0.07, -0.02)
@@ -519,9 +519,12 @@ def apply_settings(profile: Profile, text: str) -> Profile:
     """``profile`` with single settings changed: ``"sft.max_steps=20;ppo.total_updates=2;model.name=gpt2"`` (entries
     separated by ``;``, each ``section.field=value``; the value a Python literal, or plain text for a string setting;
     checked against the setting's type). An unknown section or field, a value of the wrong type or one the section's
-    own checks refuse raises ``ValueError`` naming the entry. Output folders and the seed have their own variables
-    (``RLHF_OUTPUT_DIR``, ``RLHF_DATA_DIR``, ``RLHF_SEED``)."""
+    own checks refuse raises ``ValueError`` naming the entry (the section's entries, for its checks). A section's
+    entries apply together, in any order (``ppo.batch_size=4;ppo.mini_batch_size=2`` from 64 and 8). Output folders
+    and the seed have their own variables (``RLHF_OUTPUT_DIR``, ``RLHF_DATA_DIR``, ``RLHF_SEED``)."""
     sections = [f.name for f in fields(profile) if f.name not in ("name", "seed", "paths")]
+    changes: dict[str, dict[str, Any]] = {}  # section -> {field: value}: one replace per section, in any order
+    items: dict[str, list[str]] = {}
     for item in filter(None, (s.strip() for s in text.split(";"))):
         key, sep, value = (part.strip() for part in item.partition("="))
         section, dot, name = (part.strip() for part in key.partition("."))
@@ -535,11 +538,13 @@ def apply_settings(profile: Profile, text: str) -> Profile:
         if name not in hints:
             raise ValueError(f"{SETTINGS_ENV}: '{key}': {type(part).__name__} has no field '{name}' "
                              f"(fields: {', '.join(f.name for f in fields(part))})")
+        changes.setdefault(section, {})[name] = _setting_value(key, value, hints[name])
+        items.setdefault(section, []).append(item)
+    for section, values in changes.items():
         try:
-            part = replace(part, **{name: _setting_value(key, value, hints[name])})
+            profile = replace(profile, **{section: replace(getattr(profile, section), **values)})
         except (TypeError, ValueError) as e:
-            raise ValueError(e if str(e).startswith(SETTINGS_ENV) else f"{SETTINGS_ENV}: '{item}': {e}") from None
-        profile = replace(profile, **{section: part})
+            raise ValueError(f"{SETTINGS_ENV}: '{'; '.join(items[section])}': {e}") from None
     return profile
 
 
@@ -569,4 +574,46 @@ def profiles_table() -> list[dict[str, Any]]:
             "PPO updates": p.ppo.total_updates,
             "max new tokens": p.generation.max_new_tokens,
         })
+    return rows
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The comment written beside each field in the source of ``cls`` and its bases (a comment continued on the
+    next lines included): the settings' documentation, which ``--help`` prints. Read from the source because
+    dataclasses keep no per-field docstring."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # a subclass's comment replaces its base's
+        previous, block = None, []  # the last field seen; comment lines since it
+        for line in [*inspect.getsource(klass).splitlines(), ""]:
+            field_line = re.match(r"^    (\w+): [^=#]+?(?:=.*?)?(?:  # (.*))?$", line)
+            comment = re.match(r"^    # (.*)$", line)
+            if comment:
+                block.append(comment.group(1))
+                continue
+            if field_line and block and not field_line.group(2):
+                docs[field_line.group(1)] = " ".join(block)  # a comment block above a field of its own
+            else:
+                if previous is not None and block:
+                    docs[previous] = " ".join([docs.get(previous, ""), *block]).strip()
+                if field_line and field_line.group(2):
+                    docs[field_line.group(1)] = field_line.group(2)
+            previous, block = (field_line.group(1) if field_line else None), []
+    return docs
+
+
+def describe_settings(profile: Profile) -> list[tuple[str, Any, Any, str]]:
+    """Every setting ``$RLHF_SET`` and ``--set`` accept: ``(section.field, the profile's value, the dataclass
+    default, its documentation)``, in the profile's order."""
+    rows = []
+    for section in fields(profile):
+        if section.name in ("name", "seed", "paths"):
+            continue
+        part = getattr(profile, section.name)
+        docs, default = _field_comments(type(part)), type(part)()
+        for f in fields(part):
+            rows.append((f"{section.name}.{f.name}", getattr(part, f.name), getattr(default, f.name),
+                         docs.get(f.name, "")))
     return rows
