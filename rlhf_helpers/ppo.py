@@ -43,8 +43,10 @@ Choices (and why):
 * **Several processes** (``accelerate launch``, DDP): each process samples and scores its own ``batch_size``
   prompts (its own sampling seed); the advantage (and reward) whitening uses the mean and std of *all* processes'
   tokens, the metrics are means over all processes, the KL controller sees the global KL, DDP averages the
-  gradients, and checkpoints are written by the main process (:mod:`rlhf_helpers.ppo_runs`). A given seed and
-  process count give the same run; a different process count samples differently.
+  gradients, and checkpoints are written by the main process (:mod:`rlhf_helpers.ppo_runs`). Each process's losses
+  are means over its own tokens, so the averaged gradient is one process's exactly when the processes hold as many
+  response tokens, and close to it otherwise. A given seed and process count give the same run; a different
+  process count samples differently. DDP only: DeepSpeed is refused (see ``PPOTrainerLite``'s check).
 * **Hand-written** because TRL >= 1.13 has no PPO trainer (1.12's needs separate value and reward models of
   the sequence-classification kind; the course's rewards are any :class:`~rlhf_helpers.reward.RewardSource`).
 
@@ -455,11 +457,13 @@ class PPOTrainerLite:
         self.accelerator = make_accelerator(cfg.mixed_precision, cfg.gradient_accumulation_steps,
                                             policy.config.model_type)
         device = self.accelerator.device
-        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
-        if plugin is not None and plugin.zero_stage == 3:
-            raise ValueError("PPO does not run under DeepSpeed ZeRO-3: generating with sharded weights needs them "
-                             "gathered first, which this trainer does not do. Launch it with "
-                             "rlhf_helpers/accelerate_configs/multi_gpu.yaml (DDP) or zero2.yaml.")
+        from accelerate.utils import DistributedType
+
+        if self.accelerator.distributed_type == DistributedType.DEEPSPEED:
+            raise ValueError("PPO runs under DDP, not DeepSpeed: its optimizer is built without a dataloader (which "
+                             "a DeepSpeed config's 'auto' batch sizes need), its checkpoints hold one process's "
+                             "optimizer state, and generating from ZeRO-3's sharded weights would need them gathered "
+                             "first. Launch it with rlhf_helpers/accelerate_configs/multi_gpu.yaml.")
 
         if cfg.use_lora and not is_peft(policy):
             from peft import get_peft_model
@@ -499,6 +503,7 @@ class PPOTrainerLite:
         self.validated_step: int | None = None  # the last update whose policy passed a rollout's checks
         self._warned_scale = False  # the score-scale warning: once per run
         self._perm_cache: tuple[int, list[int]] | None = None
+        self._prompt_start = (0, 0)  # (update, prompts all processes had taken by then): moved by resume_prompts
 
     @property
     def unwrapped(self) -> PolicyWithValueHead:
@@ -514,12 +519,21 @@ class PPOTrainerLite:
         return self.unwrapped.value_head
 
     # ------------------------------------------------------------------ data
+    def prompts_seen(self, step: int) -> int:
+        """Prompts all processes together have taken after update ``step`` (TRL's ``episode``)."""
+        update, seen = self._prompt_start
+        return seen + (step - update) * self.cfg.batch_size * self.accelerator.num_processes
+
+    def resume_prompts(self, step: int, seen: int) -> None:
+        """Go on from a checkpoint: after update ``step``, ``seen`` prompts had been taken (with whatever batch size
+        and process count); the next update takes the ones after them."""
+        self._prompt_start = (step, seen)
+
     def batch_prompts(self, step: int) -> list[str]:
         """The prompts of update ``step`` (1-based): consecutive slices of seeded per-epoch permutations;
         each process takes its own share. Deterministic in (seed, step), so a resumed run continues exactly."""
         n, b = len(self.prompts), self.cfg.batch_size
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        start = (step - 1) * b * world + rank * b
+        start = self.prompts_seen(step - 1) + self.accelerator.process_index * b
         out = []
         for pos in range(start, start + b):
             epoch, i = divmod(pos, n)
@@ -744,7 +758,7 @@ class PPOTrainerLite:
 
         non_score = ro.non_score_rewards.sum(1).mean()
         record: dict[str, Any] = {  # TRL's metric names
-            "step": step, "episode": step * cfg.batch_size * acc.num_processes,
+            "step": step, "episode": self.prompts_seen(step),
             "objective/kl": mean_kl, "objective/kl_k3": ro.kl_k3.sum(1).mean(),
             "objective/entropy": (-ro.logprobs * ro.mask).sum(1).mean(), "objective/non_score_reward": non_score,
             "objective/rlhf_reward": ro.scores.mean() + non_score, "objective/scores": ro.scores.mean(),

@@ -236,11 +236,13 @@ def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
 
     out_dir = Path(out_dir)
     acc = trainer.accelerator
-    if acc.is_main_process and out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PPO_INFO).exists():
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / PPO_INFO).exists():  # every process sees it
         raise FileExistsError(f"{out_dir} exists and is not a PPO checkpoint; refusing to overwrite it.")
-    # each process shuffles its minibatches with its own generator: all of their states, in process order
+    # each process shuffles its minibatches with its own generator: all of their states, in process order (gathered
+    # on the accelerator's device: NCCL moves no CPU tensors)
     shuffle = trainer.shuffle_gen.get_state()
-    shuffle_gens = list(acc.gather(shuffle.to(torch.int32)[None]).to(torch.uint8)) if acc.num_processes > 1 else [shuffle]
+    shuffle_gens = ([g.cpu().to(torch.uint8) for g in acc.gather(shuffle.to(acc.device, torch.int32)[None])]
+                    if acc.num_processes > 1 else [shuffle])
 
     def write(tmp: Path) -> None:
         policy = trainer.policy
@@ -260,8 +262,9 @@ def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
             "optimizer": trainer.optimizer.state_dict(),
             "kl_controller": trainer.kl_ctl.state_dict(),
             "rng": dict(rng_state) if rng_state is not None else _rng_state(),
-            "shuffle_gens": [g.cpu() for g in shuffle_gens],
+            "shuffle_gens": shuffle_gens,
             "num_processes": acc.num_processes,
+            "prompts_seen": trainer.prompts_seen(trainer.step),
             "last_checkpoint_step": trainer.step,
         }, tmp / STATE_FILE)
         write_jsonl(trainer.history, tmp / PPO_LOG)
@@ -348,6 +351,9 @@ def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
         trainer.kl_ctl.load_state_dict(state["kl_controller"])
     _set_rng_state(state["rng"])
     trainer.step = int(state["step"])
+    # where the prompt stream stands (older checkpoints: batch_size x processes per update, as then)
+    trainer.resume_prompts(trainer.step, int(state.get("prompts_seen", trainer.step * cfg.batch_size
+                                                        * state.get("num_processes", 1))))
     _restore_shuffle(trainer, state)
     trainer.out_dir, trainer.last_checkpoint_step = Path(out_dir), trainer.step
     trainer.validated_step = trainer.step  # saved only once it passed its checks (Checkpoint)
@@ -358,8 +364,8 @@ def load_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path) -> int:
 
 def _restore_shuffle(trainer: ppo.PPOTrainerLite, state: Mapping[str, Any]) -> None:
     """Each process's minibatch-shuffle generator as saved; written by another number of processes, a fresh one
-    per process, seeded by (seed, process, step): the run goes on, from the prompts where it stopped (each update
-    takes the next ``batch_size x processes`` of them), but it is no longer the run the old count would give."""
+    per process, seeded by (seed, process, step): the run goes on from the prompts where it stopped
+    (:meth:`~rlhf_helpers.ppo.PPOTrainerLite.resume_prompts`), but it is no longer the run the old count would give."""
     acc = trainer.accelerator
     saved = state.get("shuffle_gens") or [state["shuffle_gen"]]  # "shuffle_gen": a one-process checkpoint
     if len(saved) == acc.num_processes:

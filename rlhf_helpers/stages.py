@@ -35,45 +35,48 @@ def run_prepare(profile: Profile) -> None:
 
     def work() -> None:
         prep = data_prep.prepare_course_data(profile)
-        _say(f"prepared data: {prep.sizes()}")
+        _say(f"prepared data:\n{prep.sizes().to_string()}")
         model, tokenizer = base_model.load_base(profile)
         _say(f"base model: {model.num_parameters():,} parameters, vocabulary of {len(tokenizer):,} tokens")
 
     distributed.on_main_process(work)
 
 
-def run_sft(profile: Profile) -> None:
-    """Notebook 02: full SFT of the base model (checkpoint ``sft_full``), then its held-out report (ROUGE, judge)."""
+def _sft_stage(profile: Profile, stage: str, train: Callable[..., Any]) -> None:
+    """Notebooks 02 and 03: ``train(profile, prep)`` on every process, then (main process) the held-out report of
+    the policy the later stages load (QLoRA's ``merged/``): ROUGE against the references and the judge's score."""
     from . import data_prep, sft_full
+    from .core import base_model
 
     prep = data_prep.load_prepared(profile)
-    run = sft_full.train_full(profile, prep)
-    _say(f"sft_full: eval loss {run.info['initial_eval_loss']:.3f} -> {run.info['eval_loss']:.3f}, "
-         f"{run.info['seconds_per_step']:.3f} s/step -> {run.path}")
+    run = train(profile, prep)
+    _say(f"{stage}: eval loss {run.info['initial_eval_loss']:.3f} -> {run.info['eval_loss']:.3f}, trainable "
+         f"{run.info['trainable_params']:,} of {run.info['total_params']:,}, {run.info['seconds_per_step']:.3f} s/step "
+         f"-> {run.path}")
 
     def report() -> None:
-        answers = sft_full.heldout_answers({"sft_full": run.model}, run.tokenizer, prep.heldout, profile)
-        table = sft_full.save_report(profile, run, answers, prep.heldout)
+        policies, base = {stage: sft_full.load_sft(profile, stage)[0]}, None
+        if stage == "sft_full":  # notebook 02 reports the base model beside it (notebook 03's table reads that row)
+            base = policies["base"] = base_model.load_base(profile)[0]
+        answers = sft_full.heldout_answers(policies, run.tokenizer, prep.heldout, profile)
+        table = sft_full.save_report(profile, run, answers, prep.heldout, base_model=base)
         _say(table[["eval loss", "ROUGE-L"]].to_string())
 
     distributed.on_main_process(report)
 
 
+def run_sft(profile: Profile) -> None:
+    """Notebook 02: full SFT of the base model (checkpoint ``sft_full``), then its held-out report."""
+    from . import sft_full
+
+    _sft_stage(profile, "sft_full", sft_full.train_full)
+
+
 def run_qlora(profile: Profile) -> None:
     """Notebook 03: QLoRA (4-bit base + LoRA adapters; checkpoint ``sft_qlora`` with ``merged/``), its report."""
-    from . import data_prep, sft_full, sft_qlora
+    from . import sft_qlora
 
-    prep = data_prep.load_prepared(profile)
-    run = sft_qlora.train_qlora(profile, prep)
-    _say(f"sft_qlora: eval loss {run.info['initial_eval_loss']:.3f} -> {run.info['eval_loss']:.3f}, trainable "
-         f"{run.info['trainable_params']:,} of {run.info['total_params']:,} -> {run.path}")
-
-    def report() -> None:
-        merged, tokenizer = sft_full.load_sft(profile, "sft_qlora")
-        answers = sft_full.heldout_answers({"sft_qlora": merged}, tokenizer, prep.heldout, profile)
-        _say(sft_full.save_report(profile, run, answers, prep.heldout)[["eval loss", "ROUGE-L"]].to_string())
-
-    distributed.on_main_process(report)
+    _sft_stage(profile, "sft_qlora", sft_qlora.train_qlora)
 
 
 def run_reward(profile: Profile) -> None:
@@ -86,7 +89,8 @@ def run_reward(profile: Profile) -> None:
     train_pairs, test_pairs = prep.preferences["train"], prep.preferences["test"]
     model, tokenizer = reward.load_backbone(profile)
     the_judge = judge.load_judge(profile)
-    before = reward.score_pairs(reward.RewardModelSource(model, tokenizer), test_pairs, the_judge.scores)
+    before = (reward.score_pairs(reward.RewardModelSource(model, tokenizer), test_pairs, the_judge.scores)
+              if distributed.is_main_process() else None)  # the fresh head's accuracy, for the report
     cfg = profile.reward
     if cfg.relevance_steps:
         warmup = reward.relevance_pairs(train_pairs, seed=cfg.seed)
@@ -217,11 +221,16 @@ def cli(argv: Sequence[str]) -> int:
     if name is not None and name not in PROFILE_NAMES:
         print(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}", file=sys.stderr)
         return 2
-    args = parser(name).parse_args(list(argv))
+    try:
+        command = parser(name)  # builds the profile: a wrong $RLHF_SET entry stops here, named
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    args = command.parse_args(list(argv))
     try:
         profile = apply_settings(get_profile(args.profile), ";".join(args.settings))
     except ValueError as e:
-        print(str(e).replace("RLHF_SET:", "--set:"), file=sys.stderr)
+        print(str(e).replace("RLHF_SET:", "--set:", 1), file=sys.stderr)
         return 2
     distributed.join()  # several processes: the process group (gloo on the CPU) before any stage
     from .notebook_setup import start

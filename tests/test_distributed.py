@@ -50,3 +50,20 @@ def test_the_main_process_alone_skips_the_barriers_of_what_it_calls(monkeypatch,
     distributed.on_main_process(lambda: artifacts.atomic_dir(tmp_path / "m", lambda d: (d / "f").write_text("x")))
     assert (tmp_path / "m" / "f").exists()
     assert met == [1]  # one barrier, after the work: the other processes wait at that one only
+
+
+def test_on_main_process_inside_another_keeps_the_outer_barrier_only(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    met = []
+    monkeypatch.setattr(distributed, "state", lambda: type("S", (), {"wait_for_everyone": lambda self: met.append(1)})())
+    distributed.on_main_process(lambda: distributed.on_main_process(lambda: distributed.wait_for_everyone()))
+    assert met == [1]
+
+
+def test_the_stages_refuse_zero3_before_joining(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    monkeypatch.setattr(distributed, "state", lambda: pytest.fail("joined the process group"))
+    with pytest.raises(ValueError, match="do not run under DeepSpeed ZeRO-3.*zero2.yaml or multi_gpu.yaml"):
+        distributed.join()

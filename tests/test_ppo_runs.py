@@ -204,6 +204,33 @@ def test_resume_continues_step_log_and_optimizer(make_tiny_model, tiny_tokenizer
     assert "different settings (learning_rate)" in capsys.readouterr().out
 
 
+def test_each_process_resumes_with_its_own_shuffle_state_and_the_prompts_after_the_checkpoint(
+        make_tiny_model, tiny_tokenizer, tmp_path):
+    """A checkpoint as two processes write it (both shuffle states; 2 x 16 prompts per update), resumed by the
+    second of two processes, then of three (a fake accelerator says which: no process group here)."""
+    from types import SimpleNamespace
+
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    run(make_tiny_model(), tiny_tokenizer, reward, small_cfg(total_updates=1), out_dir=tmp_path)
+    state = torch.load(tmp_path / ppo_runs.STATE_FILE, weights_only=True)
+    second = torch.Generator().manual_seed(123).get_state()
+    state.update(shuffle_gens=[state["shuffle_gens"][0], second], num_processes=2, prompts_seen=32)
+    torch.save(state, tmp_path / ppo_runs.STATE_FILE)
+    trainer = ppo.PPOTrainerLite(make_tiny_model(), None, tiny_tokenizer, reward, PROMPTS,
+                                 small_cfg(total_updates=2, batch_size=8), progress=False)
+    real = trainer.accelerator
+    for world in (2, 3):
+        trainer.accelerator = SimpleNamespace(num_processes=world, process_index=1, is_main_process=False,
+                                              unwrap_model=real.unwrap_model, device=real.device)
+        assert ppo_runs.load_checkpoint(trainer, tmp_path) == 1
+        fresh = torch.Generator().manual_seed(small_cfg().seed + 7919 * 1 + 104_729 * 1).get_state()
+        assert torch.equal(trainer.shuffle_gen.get_state(), second if world == 2 else fresh)
+        assert trainer.prompts_seen(1) == 32 and trainer.prompts_seen(2) == 32 + 8 * world
+        # process 1 of the next update takes the 8 prompts after process 0's, which follow the 32 taken
+        g = torch.Generator().manual_seed(small_cfg().seed * 1_000_003 + 2)  # epoch 2 of the 16 prompts: 32..47
+        assert trainer.batch_prompts(2) == [PROMPTS[i] for i in torch.randperm(16, generator=g).tolist()[8:16]]
+
+
 def test_checkpoint_every_and_resume_false(make_tiny_model, tiny_tokenizer, tmp_path):
     out = tmp_path / "ppo"
     saves = []

@@ -101,10 +101,13 @@ def test_two_processes_compute_what_one_does(tmp_path):
                 assert two[rank]["runs"][0]["history"][update][key] == pytest.approx(
                     one["history"][update][key], rel=1e-4, abs=1e-6), (update, key)
     assert one["history"][1]["objective/kl"] > 0.01  # the first update moved the policy
-    for run in two:  # the same seed and process count: the same run
-        first, again = ([{k: v for k, v in r.items() if not k.startswith("time/")} for r in h["history"]]
-                        for h in run["runs"])
-        assert first == again
+    def untimed(run: dict) -> list[dict]:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in run["history"]]
+
+    for run in two:  # the same seed and process count: the same run, greedy or sampled
+        for kind in ("runs", "sampled"):
+            assert untimed(run[kind][0]) == untimed(run[kind][1]), kind
+    assert untimed(two[0]["sampled"][0]) != untimed(two[0]["runs"][0])  # sampling did sample
 
 
 def test_stages_under_two_processes_then_resume_in_one(tmp_path, course_data_dir, monkeypatch, capsys):
@@ -132,6 +135,7 @@ def test_stages_under_two_processes_then_resume_in_one(tmp_path, course_data_dir
     assert "written by 2 process(es), this run has 1" in said and "Resumed from" in said
     resumed = [json.loads(line) for line in (checkpoints / "ppo" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in resumed] == [1, 2, 3]
+    assert resumed[2]["episode"] == 2 * 2 * 4 + 4  # the next prompts after the 16 two processes took, not again
     assert resumed[:2] == log  # the two processes' updates kept as they were
     assert json.loads((checkpoints / "ppo" / "ppo_info.json").read_text())["num_processes"] == 1
 

@@ -5,8 +5,8 @@ processes compute what one does.
 The whole batch is ``BATCH`` prompts, split evenly between the processes. Each update takes one optimizer step
 on the whole batch (one PPO epoch, a minibatch = the process's share), so one process and two see the same data
 in each step. Answers are greedy here, the same whichever process writes them (PPO samples, each process with its
-own seed, so sampled runs differ by process count by design). Two identical runs in a row check that a seed gives
-the same run for a given process count.
+own seed, so sampled runs differ by process count by design). Two runs in a row, greedy and then sampled, check that
+a seed gives the same run for a given process count.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class LetterReward:
 
 
 def one_run(world: int) -> dict[str, Any]:
-    """Two updates from a freshly built model; the first rollout's whitened advantages (this process's rows) and
-    both updates' log records."""
+    """Two updates from a freshly built model (rewards whitened too); the first update's whitened advantages (this
+    process's rows) and both updates' log records."""
     from rlhf_helpers import ppo
     from rlhf_helpers.core.base_model import build_tiny_model, train_tokenizer
     from rlhf_helpers.core.config import ModelConfig, PPOConfig
@@ -64,11 +64,14 @@ def one_run(world: int) -> dict[str, Any]:
     model_cfg = ModelConfig(vocab_size=300, n_layer=2, n_head=2, n_embd=32, n_positions=64)
     policy = build_tiny_model(model_cfg, tokenizer, seed=0)
     cfg = PPOConfig(batch_size=BATCH // world, mini_batch_size=BATCH // world, num_ppo_epochs=1, total_updates=2,
-                    response_length=10, learning_rate=1e-3, missing_eos_penalty=None, seed=0, mixed_precision="no")
+                    response_length=10, learning_rate=1e-3, missing_eos_penalty=None, whiten_rewards=True, seed=0,
+                    mixed_precision="no")
     trainer = ppo.PPOTrainerLite(policy, None, tokenizer, LetterReward(), PROMPTS, cfg, progress=False)
-    rollout = trainer.make_rollout(trainer.batch_prompts(1), 1)
-    advantages = [row[mask.bool()].tolist() for row, mask in zip(rollout.advantages, rollout.mask, strict=True)]
+    rollouts, make = [], trainer.make_rollout
+    trainer.make_rollout = lambda *args, **kwargs: rollouts.append(make(*args, **kwargs)) or rollouts[-1]
     trainer.train()
+    first = rollouts[0]
+    advantages = [row[mask.bool()].tolist() for row, mask in zip(first.advantages, first.mask, strict=True)]
     return {"advantages": advantages, "history": trainer.history}
 
 
@@ -80,8 +83,9 @@ def main(out: str) -> None:
     world, rank = distributed.world_size(), int(os.environ.get("RANK", "0"))
     with greedy_rollouts():
         runs = [one_run(world), one_run(world)]
+    sampled = [one_run(world), one_run(world)]  # PPO's own sampling: each process with its own seed
     with open(f"{out}.{rank}", "w") as f:
-        json.dump({"rank": rank, "world": world, "runs": runs}, f)
+        json.dump({"rank": rank, "world": world, "runs": runs, "sampled": sampled}, f)
 
 
 if __name__ == "__main__":

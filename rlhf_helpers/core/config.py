@@ -103,11 +103,11 @@ class SFTConfig(TrainSchedule):
 
 @dataclass
 class QLoRAConfig(TrainSchedule):
-    """QLoRA: a 4-bit (nf4) frozen base plus trainable LoRA adapters."""
+    """QLoRA: a 4-bit (nf4) frozen base plus trainable LoRA adapters. On a GPU: ``optim="paged_adamw_8bit"``;
+    ``gradient_checkpointing=True`` recomputes activations (less memory, slower)."""
 
     learning_rate: float = 6e-3  # tiny: 2e-2 diverges (Adam moves A and B, so B @ A grows ~quadratically)
     max_steps: int = 300  # the same budget as full SFT: a fair comparison (notebook 03 shows both eval-loss curves)
-    # on GPU: optim="paged_adamw_8bit"; gradient_checkpointing=True recomputes activations: less memory, slower
     base: str | None = None  # model to quantize; None = the profile's base model
     load_in_4bit: bool = True  # falls back to plain LoRA where bitsandbytes cannot load 4-bit
     bnb_4bit_quant_type: str = "nf4"  # bitsandbytes 4-bit type: "nf4" (QLoRA paper) or "fp4"

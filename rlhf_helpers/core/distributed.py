@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
+TIMEOUT_S = 6 * 3600  # how long a process waits at a barrier (NCCL's default, 10 minutes, is shorter than the main
+# process's evaluation or a large save while the others wait for it)
 _alone = False  # True while the main process works alone (on_main_process): its barriers are the others' one
 
 
@@ -32,7 +35,7 @@ def state() -> Any:
     import torch
     from accelerate import PartialState
 
-    return PartialState(cpu=not torch.cuda.is_available())
+    return PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(seconds=TIMEOUT_S))
 
 
 def join() -> None:
@@ -43,6 +46,11 @@ def join() -> None:
     gets its share of the cores (processes spinning more threads than there are cores wait for each other)."""
     if world_size() < 2:
         return
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise ValueError("The course's stages do not run under DeepSpeed ZeRO-3: they save and evaluate on the main "
+                         "process alone, which sharded weights do not allow. Use accelerate_configs/zero2.yaml or "
+                         "multi_gpu.yaml; zero3.yaml is for your own scripts with TRL's trainers (trainer.save_model "
+                         "gathers the shards).")
     import torch
 
     if not torch.cuda.is_available():
@@ -63,10 +71,11 @@ def on_main_process(work: Callable[[], None]) -> None:
     wait there for it. The barriers of what ``work`` calls (:func:`~rlhf_helpers.core.artifacts.atomic_dir`'s) are
     skipped, as the other processes are not there to meet them."""
     global _alone
+    outer = _alone  # called from inside another on_main_process: that one's barrier is the only one
     if is_main_process():
         _alone = True
         try:
             work()
         finally:
-            _alone = False
+            _alone = outer
     wait_for_everyone()
