@@ -494,7 +494,7 @@ class PPOTrainerLite:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.kl_ctl = make_kl_controller(cfg)
         # minibatch shuffles: a generator of our own (saved in checkpoints; the global RNG is not ours)
-        self.shuffle_gen = torch.Generator().manual_seed(cfg.seed + 7919 * self.accelerator.process_index)
+        self.shuffle_gen = torch.Generator().manual_seed(self.shuffle_seed())
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.samples: list[dict[str, Any]] = []
@@ -519,6 +519,11 @@ class PPOTrainerLite:
         return self.unwrapped.value_head
 
     # ------------------------------------------------------------------ data
+    def shuffle_seed(self, step: int = 0) -> int:
+        """Seed of this process's minibatch shuffles: from the start (``step`` 0), or afresh after update ``step``
+        (a checkpoint another number of processes wrote)."""
+        return self.cfg.seed + 7919 * self.accelerator.process_index + 104_729 * step
+
     def prompts_seen(self, step: int) -> int:
         """Prompts all processes together have taken after update ``step`` (TRL's ``episode``)."""
         update, seen = self._prompt_start

@@ -371,7 +371,7 @@ def _restore_shuffle(trainer: ppo.PPOTrainerLite, state: Mapping[str, Any]) -> N
     if len(saved) == acc.num_processes:
         trainer.shuffle_gen.set_state(saved[acc.process_index])
         return
-    trainer.shuffle_gen.manual_seed(trainer.cfg.seed + 7919 * acc.process_index + 104_729 * trainer.step)
+    trainer.shuffle_gen.manual_seed(trainer.shuffle_seed(trainer.step))
     _say(trainer, f"note: the checkpoint was written by {len(saved)} process(es), this run has "
                   f"{acc.num_processes}: the minibatch shuffles start afresh (seeded) from update {trainer.step}.")
 

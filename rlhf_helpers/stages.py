@@ -190,8 +190,9 @@ def settings_text(profile: Profile) -> str:
 def parser(profile_name: str | None) -> argparse.ArgumentParser:
     """The command's parser; its help ends with every setting of the profile ``profile_name`` (None: the one
     ``$RLHF_PROFILE`` or the hardware picks)."""
-    epilog = (f"settings of the {get_profile(profile_name).name} profile (--set section.field=value; a Python literal, "
-              f"or plain text for a string):\n{settings_text(get_profile(profile_name))}")
+    profile = get_profile(profile_name)
+    epilog = (f"settings of the {profile.name} profile (--set section.field=value; a Python literal, "
+              f"or plain text for a string):\n{settings_text(profile)}")
     p = argparse.ArgumentParser(
         prog="python -m rlhf_helpers", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=epilog,
         description="Run course stages in order, as the notebooks do; artifacts under $RLHF_OUTPUT_DIR (default "
