@@ -38,6 +38,7 @@ from .core.artifacts import (
     old_dir,
     read_json,
     read_records,
+    weights_digest,
     write_json,
     write_jsonl,
 )
@@ -95,18 +96,30 @@ class Checkpoint(ppo.Callback):
     ``on_policy_validated`` before changing anything, and the pending update is saved then; the last update's
     policy is checked by the trainer's extra rollout at the end of ``train``. The global RNG state is the one
     thing a reward source or extra metric could move in between, so it is taken at ``on_update``: a resumed
-    run continues bit for bit as the uninterrupted one."""
+    run continues bit for bit as the uninterrupted one.
 
-    def __init__(self, out_dir: str | Path, every: int | None = None, resume: bool = True) -> None:
-        self.out_dir, self.every, self.resume = Path(out_dir), every, resume
+    ``starts_from`` names the models the run starts from (:func:`~rlhf_helpers.core.artifacts.weights_digest`
+    of the SFT policy and the reward model): it is saved with each checkpoint, and a checkpoint that started from
+    other models (one retrained since) is not resumed -- the run starts over and replaces it at its first save."""
+
+    def __init__(self, out_dir: str | Path, every: int | None = None, resume: bool = True,
+                 starts_from: str | None = None) -> None:
+        self.out_dir, self.every, self.resume, self.starts_from = Path(out_dir), every, resume, starts_from
         self._pending: tuple[int, dict[str, Any]] | None = None  # (update, RNG state after it) awaiting its check
 
     def on_train_begin(self, trainer: ppo.PPOTrainerLite) -> None:
         trainer.out_dir = self.out_dir
         self._pending = None
-        if self.resume and has_checkpoint(self.out_dir):
-            load_checkpoint(trainer, self.out_dir)
-            _say(trainer, f"Resumed from {self.out_dir} at update {trainer.step}/{trainer.cfg.total_updates}.")
+        if not (self.resume and has_checkpoint(self.out_dir)):
+            return
+        saved = read_json(_complete_checkpoint(self.out_dir) / PPO_INFO).get("starts_from")
+        if self.starts_from is not None and saved != self.starts_from:
+            _say(trainer, f"Not resuming {self.out_dir}: it was trained from other models than this run's (the SFT "
+                          "policy or the reward model was retrained since). Starting over; it is replaced at the "
+                          "first save.")
+            return
+        load_checkpoint(trainer, self.out_dir)
+        _say(trainer, f"Resumed from {self.out_dir} at update {trainer.step}/{trainer.cfg.total_updates}.")
 
     def on_update(self, trainer: ppo.PPOTrainerLite, record: dict[str, Any]) -> None:
         every = self.every or trainer.cfg.save_every
@@ -115,12 +128,12 @@ class Checkpoint(ppo.Callback):
 
     def on_policy_validated(self, trainer: ppo.PPOTrainerLite) -> None:
         if self._pending is not None and self._pending[0] == trainer.step:
-            save_checkpoint(trainer, self.out_dir, rng_state=self._pending[1])
+            save_checkpoint(trainer, self.out_dir, rng_state=self._pending[1], starts_from=self.starts_from)
             self._pending = None
 
     def on_train_end(self, trainer: ppo.PPOTrainerLite) -> None:
         if trainer.last_checkpoint_step != trainer.step and trainer.validated_step == trainer.step:
-            save_checkpoint(trainer, self.out_dir)
+            save_checkpoint(trainer, self.out_dir, starts_from=self.starts_from)
 
 
 def in_notebook() -> bool:
@@ -140,7 +153,7 @@ class LivePlot(ppo.Callback):
     A no-op outside Jupyter. ``keys`` default to :data:`DEFAULT_PLOT_KEYS` plus any extra metric.
     """
 
-    def __init__(self, keys: Sequence[str] | None = None, every: int = 2, ncols: int = 3) -> None:
+    def __init__(self, keys: Sequence[str] | None = None, every: int = 4, ncols: int = 3) -> None:
         self.keys, self.every, self.ncols = keys, max(1, every), ncols
         self._handle = None
 
@@ -222,12 +235,13 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
-                    rng_state: Mapping[str, Any] | None = None) -> Path:
+                    rng_state: Mapping[str, Any] | None = None, starts_from: str | None = None) -> Path:
     """Save policy (``save_pretrained``: safetensors; adapters only for LoRA) + tokenizer, value head
-    (safetensors), optimizer, KL controller, step, RNG states (``rng_state``, default: the current ones), the log
-    and samples into ``out_dir`` -- atomically: everything is written to a temporary directory next to it, then
-    renamed into place (the previous checkpoint is moved aside first and deleted last, so an interrupted save
-    leaves one complete checkpoint). :class:`Checkpoint` calls it only for a policy that passed its checks.
+    (safetensors), optimizer, KL controller, step, RNG states (``rng_state``, default: the current ones), the log,
+    samples and ``starts_from`` (see :class:`Checkpoint`) into ``out_dir`` -- atomically: everything is written
+    to a temporary directory next to it, then renamed into place (the previous checkpoint is moved aside first
+    and deleted last, so an interrupted save leaves one complete checkpoint). :class:`Checkpoint` calls it only
+    for a policy that passed its checks.
 
     Refuses to replace an existing non-empty directory that is not a PPO checkpoint. Several processes: every
     process's minibatch-shuffle state is gathered, the main process writes, the others wait for it.
@@ -270,7 +284,7 @@ def save_checkpoint(trainer: ppo.PPOTrainerLite, out_dir: str | Path,
         write_jsonl(trainer.history, tmp / PPO_LOG)
         write_jsonl(trainer.samples, tmp / SAMPLES_FILE)
         info = {"step": trainer.step, "use_lora": is_peft(policy), "config": dataclasses.asdict(trainer.cfg),
-                "num_processes": acc.num_processes,
+                "num_processes": acc.num_processes, "starts_from": starts_from,
                 "value_head": "linear head on the policy's last hidden state", "saved_at": time.time()}
         write_json(tmp / PPO_INFO, info)  # last: marks a complete checkpoint
 
@@ -409,17 +423,18 @@ def train_ppo(
     resume: bool = True,
     extra_metrics: Mapping[str, ppo.ExtraMetric] | None = None,
     progress: bool = True,
+    starts_from: str | None = None,
 ) -> ppo.PPOResult:
     """:func:`rlhf_helpers.ppo.train_ppo` as the notebook runs it.
 
     ``out_dir``: checkpoint directory (a :class:`Checkpoint` callback: every ``cfg.save_every`` updates and at
-    the end; resumed from when ``resume``); ``None`` = keep nothing on disk. ``callbacks``: default = live plot
-    (Jupyter) + printed samples; ``[]`` for none. Raises :class:`~rlhf_helpers.ppo.PPODivergenceError` (with
-    ``.result``) on NaN or runaway KL.
+    the end; resumed from when ``resume`` and it started from the same models, ``starts_from``); ``None`` = keep
+    nothing on disk. ``callbacks``: default = live plot (Jupyter) + printed samples; ``[]`` for none. Raises
+    :class:`~rlhf_helpers.ppo.PPODivergenceError` (with ``.result``) on NaN or runaway KL.
     """
     cbs = default_callbacks() if callbacks is None else list(callbacks)
     if out_dir is not None:
-        cbs.append(Checkpoint(out_dir, resume=resume))
+        cbs.append(Checkpoint(out_dir, resume=resume, starts_from=starts_from))
     return ppo.train_ppo(policy, ref_policy, tokenizer, reward_source, prompts, cfg, callbacks=cbs,
                            extra_metrics=extra_metrics, progress=progress)
 
@@ -604,27 +619,33 @@ class PPOStages:
     cfg: PPOConfig
     out_dir: Path
     length_report: str = ""  # the data's answer lengths and the rollout length chosen (fit_response_length)
+    starts_from: str | None = None  # weights digest of the SFT policy and reward model (see Checkpoint)
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :func:`train_ppo`."""
         return {"policy": self.policy, "ref_policy": self.ref_policy, "tokenizer": self.tokenizer,
                 "reward_source": self.reward_source, "prompts": self.prompts, "cfg": self.cfg,
-                "out_dir": self.out_dir}
+                "out_dir": self.out_dir, "starts_from": self.starts_from}
 
 
 def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PPOStages:
     """Policy = the ``sft_full`` checkpoint (float32: accelerate handles mixed precision), reference = a
     frozen copy of it, reward = ``reward.load_reward_source(profile)`` unless given, prompts = the unique
-    preference-train prompts of ``data_prep.load_prepared(profile)``; out_dir = ``checkpoints/ppo``."""
-    policy, tokenizer = load_model(profile.paths.require("sft_full"), "float32")
+    preference-train prompts of ``data_prep.load_prepared(profile)``; out_dir = ``checkpoints/ppo``, resumed only
+    when it started from these weights (of the SFT policy, and of the reward model unless one is given)."""
+    sft_dir = profile.paths.require("sft_full")
+    policy, tokenizer = load_model(sft_dir, "float32")
     if reward_source is None:
         from . import reward
 
         reward_source = reward.load_reward_source(profile)
+        starts_from = weights_digest(sft_dir, profile.paths.require("reward"))
+    else:
+        starts_from = weights_digest(sft_dir) + f"+{getattr(reward_source, 'name', type(reward_source).__name__)}"
     prep = data_prep.load_prepared(profile)
     cfg, report = rollout_config(profile.ppo, tokenizer, prep)
     return PPOStages(policy, frozen_copy(policy), tokenizer, reward_source, data_prep.rl_prompts(prep), cfg,
-                     profile.paths.checkpoint("ppo"), report)
+                     profile.paths.checkpoint("ppo"), report, starts_from)
 
 
 def rollout_config(cfg: PPOConfig, tokenizer: Any, prep: data_prep.PreparedData) -> tuple[PPOConfig, str]:

@@ -252,6 +252,38 @@ def test_checkpoint_every_and_resume_false(make_tiny_model, tiny_tokenizer, tmp_
     assert json.loads((out / PPO_INFO).read_text())["step"] == 1
 
 
+def test_a_checkpoint_resumes_only_from_the_models_it_started_from(make_tiny_model, tiny_tokenizer, tmp_path, capsys):
+    out = tmp_path / "ppo"
+
+    def go(starts_from, updates):
+        return run(make_tiny_model(), tiny_tokenizer, ConstantReward(), small_cfg(total_updates=updates),
+                   out_dir=out, starts_from=starts_from)
+
+    go("sft A + reward A", 1)
+    assert json.loads((out / PPO_INFO).read_text())["starts_from"] == "sft A + reward A"
+    capsys.readouterr()
+    assert [r["step"] for r in go("sft A + reward A", 2).history] == [1, 2]  # same models: update 1 is resumed
+    assert "Resumed from" in capsys.readouterr().out
+    retrained = go("sft B + reward A", 2)  # the SFT policy was retrained: the old run is not taken up
+    assert "Not resuming" in capsys.readouterr().out and [r["step"] for r in retrained.history] == [1, 2]
+    assert json.loads((out / PPO_INFO).read_text())["starts_from"] == "sft B + reward A"
+
+
+def test_weights_digest_changes_with_the_weights_only(make_tiny_model, tmp_path):
+    from rlhf_helpers.core.artifacts import weights_digest
+
+    for name in ("a", "b"):
+        make_tiny_model().save_pretrained(tmp_path / name)
+    (tmp_path / "b" / "notes.txt").write_text("not weights")
+    assert weights_digest(tmp_path / "a") == weights_digest(tmp_path / "b")  # make_tiny_model is seeded
+    model = make_tiny_model()
+    with torch.no_grad():
+        next(model.parameters())[0, 0] += 1e-3
+    model.save_pretrained(tmp_path / "b")
+    assert weights_digest(tmp_path / "a") != weights_digest(tmp_path / "b")
+    assert weights_digest(tmp_path / "a", tmp_path / "b") != weights_digest(tmp_path / "b", tmp_path / "a")
+
+
 class Tampered:
     """An object a malicious checkpoint could hold: unpickling it calls ``mark`` (here: writes a file)."""
 

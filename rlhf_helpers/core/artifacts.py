@@ -292,6 +292,20 @@ def write_csv(frame: Any, path: str | Path, index: bool = True) -> Path:
     return write_text(path, frame.to_csv(index=index))
 
 
+def weights_digest(*folders: str | Path) -> str:
+    """A SHA-256 over the ``*.safetensors`` files in ``folders`` (recursively, in order): it changes exactly when
+    a model saved there is retrained. PPO's checkpoint records the digest of the models it started from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for folder in map(Path, folders):
+        for file in sorted(folder.rglob("*.safetensors")):
+            digest.update(str(file.relative_to(folder)).encode())
+            with file.open("rb") as f:
+                digest.update(hashlib.file_digest(f, "sha256").digest())
+    return digest.hexdigest()
+
+
 def read_json(path: str | Path) -> Any:
     """The JSON document at ``path``; a malformed file raises ``path: invalid JSON (...)``."""
     path = Path(path)
