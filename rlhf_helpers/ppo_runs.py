@@ -110,10 +110,10 @@ class Checkpoint(ppo.Callback):
     def on_train_begin(self, trainer: ppo.PPOTrainerLite) -> None:
         trainer.out_dir = self.out_dir
         self._pending = None
-        if not (self.resume and has_checkpoint(self.out_dir)):
+        path = _complete_checkpoint(self.out_dir) if self.resume else None
+        if path is None:
             return
-        saved = read_json(_complete_checkpoint(self.out_dir) / PPO_INFO).get("starts_from")
-        if self.starts_from is not None and saved != self.starts_from:
+        if self.starts_from is not None and read_json(path / PPO_INFO).get("starts_from") != self.starts_from:
             _say(trainer, f"Not resuming {self.out_dir}: it was trained from other models than this run's (the SFT "
                           "policy or the reward model was retrained since). Starting over; it is replaced at the "
                           "first save.")
