@@ -219,7 +219,7 @@ def _snapshots(every: int, template: Any) -> Any:
 
 def _timed_train(trainer: Any) -> tuple[float, float, str]:
     """Train; return (seconds, peak memory MB, what the memory figure measures)."""
-    from .sft_full import PeakMemory
+    from .core.measure import PeakMemory
 
     start = time.perf_counter()
     with PeakMemory() as memory:

@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from rlhf_helpers import judge, sft_full, sft_qlora
-from rlhf_helpers.core import base_model, chat, loading
+from rlhf_helpers.core import base_model, chat, loading, measure
 from rlhf_helpers.core.artifacts import MissingStageError
 
 
@@ -45,7 +45,7 @@ def test_qlora_trains_adapters_on_4bit_linear_layers_and_one_tied_embedding(qlor
     assert qlora_run.info["trainable_params"] == lora + embedding.weight.numel()
     assert not torch.equal(embedding.weight, embedding.original_module.weight)  # the copy trained, the base did not
     assert qlora_run.info["trainable_params"] < 0.75 * qlora_run.info["total_params"]
-    full_size = sft_full.weights_mb(loading.load_causal_lm(qlora_run.info["base"], "float32"))
+    full_size = measure.weights_mb(loading.load_causal_lm(qlora_run.info["base"], "float32"))
     assert qlora_run.info["weights_mb"] < 0.8 * full_size
     losses = qlora_run.eval_losses  # a nearly untrained 2-layer base: it moves
     assert losses[-1][1] < 0.97 * losses[0][1], losses
