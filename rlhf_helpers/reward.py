@@ -35,8 +35,8 @@ answers score mean 0 and standard deviation 1 -- PPO's rewards are then on a kno
 
 :class:`RewardModelSource` (the learned reward model), programmatic rewards (:class:`LengthReward`,
 :class:`LexiconSentimentReward`, :class:`PolitenessReward`, :class:`RepetitionPenalty`,
-:class:`WordFrequencyReward`), :class:`WeightedSum` of sources, and :class:`HubClassifierSource` (a Hub text
-classifier such as ``lvwerra/distilbert-imdb``, as in the IMDB sentiment-control experiments; needs internet).
+:class:`WordFrequencyReward`), :class:`WeightedSum` of sources, and :class:`ClassifierSource` (a text classifier's
+log-odds: ``lvwerra/distilbert-imdb`` in the IMDB sentiment-control experiments, notebook 09's tiny one offline).
 :func:`load_reward_source` loads the trained reward model from checkpoint ``reward``.
 
 **Regression variant** (:func:`train_regression_model`): for data with a scalar rating per response (scored
@@ -668,7 +668,7 @@ NEGATIVE_WORDS = frozenset("""
 
 class LexiconSentimentReward(_Programmatic):
     """Lexicon sentiment: ``(positive words - negative words) / words`` in ``[-1, 1]`` (0 without any word).
-    A transparent stand-in for a sentiment classifier (see :class:`HubClassifierSource` for the real one)."""
+    A transparent stand-in for a sentiment classifier (see :class:`ClassifierSource` for a trained one)."""
 
     name = "sentiment"
 
@@ -767,45 +767,67 @@ class WeightedSum:
         return total
 
 
-class HubClassifierSource:
-    """A text classifier as reward: the logit of class ``label`` (e.g. ``lvwerra/distilbert-imdb``'s
-    ``POSITIVE``, the reward of the IMDB sentiment-control experiments). Needs the Hub (Colab) or a local copy.
+class ClassifierSource:
+    """A text classifier as reward: the **log-odds** of class ``label``, ``log p(label) - log(1 - p(label))`` (e.g.
+    ``lvwerra/distilbert-imdb``'s ``POSITIVE``, the reward of the IMDB sentiment-control experiments, or notebook
+    09's tiny classifier). TRL's IMDB example used the raw logit of the label instead; with a softmax classifier
+    a policy could raise that logit by raising every logit alike, without changing what the classifier thinks.
+    The log-odds move only when the probability does.
 
     ``include_prompt``: classify ``prompt + " " + response`` (the IMDB setting, where the prompt is the start of
     the review) instead of the response alone. Truncation keeps the first ``max_length`` tokens (the classifier's
-    own convention: it was trained that way).
+    own convention: it was trained that way). :meth:`from_pretrained` loads a Hub model or a local folder.
     """
 
-    def __init__(self, model_name: str = "lvwerra/distilbert-imdb", label: str = "POSITIVE",
-                 include_prompt: bool = False, batch_size: int = 32, max_length: int = 512, device: str | None = None):
+    def __init__(self, model: Any, tokenizer: PreTrainedTokenizerBase, label: str = "POSITIVE",
+                 include_prompt: bool = False, batch_size: int = 32, max_length: int = 512, name: str = "classifier"):
+        labels = {str(v).upper(): int(k) for k, v in model.config.id2label.items()}
+        if label.upper() not in labels:
+            raise ValueError(f"{name} has no label {label!r}; its labels: {sorted(labels)}")
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.label_id = labels[label.upper()]
+        self.include_prompt, self.batch_size, self.max_length = include_prompt, batch_size, max_length
+        self.name = f"{name}:{label.lower()}"
+
+    @classmethod
+    def from_pretrained(cls, model_name: str | Path, label: str = "POSITIVE", device: str | None = None,
+                        **kwargs: Any) -> ClassifierSource:
+        """The classifier ``model_name`` (a Hub id, through ``$RLHF_HUB_MAP``, or a folder) in float32."""
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        source = resolve(model_name)
+        source = resolve(str(model_name))
         with loading.loading_from(source):
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32)
-        self.model.to(device or loading.precision().device).eval()
-        labels = {str(v).upper(): int(k) for k, v in self.model.config.id2label.items()}
-        if label.upper() not in labels:
-            raise ValueError(f"{model_name} has no label {label!r}; its labels: {sorted(labels)}")
-        self.label_id = labels[label.upper()]
-        self.include_prompt, self.batch_size, self.max_length = include_prompt, batch_size, max_length
-        self.name = f"{model_name.rstrip('/').split('/')[-1]}:{label.lower()}"
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32)
+        model.to(device or loading.precision().device)
+        return cls(model, tokenizer, label, name=str(model_name).rstrip("/").split("/")[-1], **kwargs)
 
-    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
+        """``p(label | text)`` for each text, ``[N]``."""
         import torch
 
-        _check_batch(prompts, responses)
-        texts = [f"{p} {r}" if self.include_prompt else r for p, r in zip(prompts, responses, strict=True)]
+        return torch.sigmoid(self.log_odds(texts))
+
+    def log_odds(self, texts: Sequence[str]) -> torch.Tensor:
+        """``log p(label) - log(1 - p(label))`` for each text, ``[N]`` (float32, CPU)."""
+        import torch
+
         device = next(self.model.parameters()).device
         out = []
         with torch.no_grad():
             for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i : i + self.batch_size], padding=True, truncation=True,
+                enc = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt").to(device)
-                out.append(self.model(**enc).logits[:, self.label_id].float().cpu())
+                logits = self.model(**enc).logits.float()
+                others = torch.cat([logits[:, : self.label_id], logits[:, self.label_id + 1 :]], dim=1)
+                out.append((logits[:, self.label_id] - torch.logsumexp(others, dim=1)).cpu())
         return torch.cat(out) if out else torch.zeros(0)
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        _check_batch(prompts, responses)
+        return self.log_odds([f"{p} {r}" if self.include_prompt else r
+                              for p, r in zip(prompts, responses, strict=True)])
 
 
 # ======================================================================================= blind spots
@@ -931,7 +953,7 @@ def plot_fool(table: pd.DataFrame) -> Figure:
 
 
 __all__ = [
-    "HubClassifierSource", "LengthReward", "LexiconSentimentReward", "Normalization",
+    "ClassifierSource", "LengthReward", "LexiconSentimentReward", "Normalization",
     "PolitenessReward", "RepetitionPenalty", "RewardModelSource", "RewardRun", "RewardSource", "WeightedSum",
     "WordFrequencyReward", "accuracy_by_group", "accuracy_table", "add_gold_margins", "backbone_source",
     "build_trainer", "fit_normalization", "fool_table", "fool_variants", "gold_agreement", "load_backbone",

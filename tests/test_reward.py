@@ -360,24 +360,31 @@ def test_every_source_fits_the_interface(trained):
         assert out.shape == (2,) and out.dtype == torch.float32 and out.device.type == "cpu"
 
 
-def test_hub_classifier_source_reads_the_label_logit(tmp_path, rm_tokenizer):
-    """The Hub sentiment classifier (lvwerra/distilbert-imdb on Colab), here a local 2-label classifier."""
+def test_classifier_source_scores_the_log_odds_of_its_label(tmp_path, rm_tokenizer):
+    """A sentiment classifier as reward (lvwerra/distilbert-imdb on Colab, notebook 09's tiny one offline), here a
+    local 3-label classifier: the score is log p(label) - log(1 - p(label)), so shifting every logit by the same
+    amount changes nothing."""
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
+    labels = {0: "NEGATIVE", 1: "POSITIVE", 2: "NEUTRAL"}
     config = GPT2Config(vocab_size=len(rm_tokenizer), n_positions=64, n_embd=32, n_layer=1, n_head=2,
-                        num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
+                        num_labels=3, id2label=labels, label2id={v: k for k, v in labels.items()},
                         pad_token_id=rm_tokenizer.pad_token_id)
     torch.manual_seed(0)
     GPT2ForSequenceClassification(config).save_pretrained(tmp_path)
     rm_tokenizer.save_pretrained(tmp_path)
-    source = reward.HubClassifierSource(str(tmp_path), "positive", device="cpu", max_length=64)
+    source = reward.ClassifierSource.from_pretrained(str(tmp_path), "positive", device="cpu", max_length=64,
+                                                     include_prompt=True)
     scores = source.score(["q", "q"], ["Great rice!", "Bad"])
-    enc = source.tokenizer(["Great rice!", "Bad"], padding=True, return_tensors="pt")
+    enc = source.tokenizer(["q Great rice!", "q Bad"], padding=True, return_tensors="pt")
     with torch.no_grad():
-        expected = source.model(**enc).logits[:, 1]
-    assert torch.allclose(scores, expected, atol=1e-5) and source.name.endswith(":positive")
+        p = source.model(**enc).logits.softmax(-1)[:, 1]
+    assert torch.allclose(scores, (p / (1 - p)).log(), atol=1e-4) and source.name.endswith(":positive")
+    assert torch.allclose(source.probabilities(["q Great rice!", "q Bad"]), p, atol=1e-5)
+    source.model.score.register_forward_hook(lambda module, args, out: out + 5.0)  # every logit up by 5
+    assert torch.allclose(source.score(["q", "q"], ["Great rice!", "Bad"]), scores, atol=1e-4)
     with pytest.raises(ValueError, match="label"):
-        reward.HubClassifierSource(str(tmp_path), "JOY", device="cpu")
+        reward.ClassifierSource.from_pretrained(str(tmp_path), "JOY", device="cpu")
 
 
 # ------------------------------------------------------------------------------------ blind spots
