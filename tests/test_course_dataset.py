@@ -14,12 +14,13 @@ from rlhf_helpers import judge
 from rlhf_helpers.core.artifacts import REPO_ROOT
 
 DATA_DIR = REPO_ROOT / "data"  # the committed files (not $RLHF_DATA_DIR: this checks the repository)
-SMALL = {"n_sft": 60, "n_pref": 60, "n_heldout": 70, "n_pretrain": 30}  # heldout: >= 6 unseen-task prompts x 10 topics
+SMALL = {"n_sft": 60, "n_pref": 60, "n_heldout": 70, "n_pretrain": 30, "n_reviews": 40}  # heldout: >= 6 unseen-task prompts x 10 topics
 SCHEMAS = {
     "sft": {"prompt": str, "response": str, "topic": str, "quality": str},
     "preferences": {"prompt": str, "chosen": str, "rejected": str, "topic": str, "failure": str, "label_noise": bool},
     "heldout": {"prompt": str, "reference": str, "topic": str, "split": str},
     "pretrain": {"text": str, "topic": str},
+    "reviews": {"text": str, "label": int, "opening": str, "mixed": bool},
 }
 
 
@@ -54,7 +55,7 @@ def test_committed_files_equal_the_generator_output(data):
 
 def test_write_is_atomic_and_check_detects_changes(tmp_path):
     counts = cd.write(tmp_path, seed=1, **SMALL)
-    assert counts == {"sft": 60, "preferences": 60, "heldout": 70, "pretrain": 30}
+    assert counts == {"sft": 60, "preferences": 60, "heldout": 70, "pretrain": 30, "reviews": 40}
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.jsonl" for n in cd.FILES)  # no temp files
     assert cd.check(tmp_path, seed=1, **SMALL) == []
     (tmp_path / "sft.jsonl").write_text('{"prompt": "edited"}\n')
@@ -115,15 +116,15 @@ def test_counts_schemas_and_ascii(data):
             assert list(record) == list(schema), f"{name}[{i}] has keys {list(record)}"
             for key, kind in schema.items():
                 assert isinstance(record[key], kind), f"{name}[{i}].{key} is not {kind.__name__}"
-            assert record["topic"] in judge.TOPICS
+            assert name == "reviews" or record["topic"] in judge.TOPICS
         assert cd.to_jsonl(records).isascii(), f"{name} contains non-ASCII text"
     total_bytes = sum(len(cd.to_jsonl(records)) for records in data.values())
     assert total_bytes < 5_000_000
 
 
 def test_every_topic_in_every_file(data):
-    for name, records in data.items():
-        assert set(Counter(r["topic"] for r in records)) == set(judge.TOPICS), name
+    for name in cd.QA_FILES:  # the reviews have no topic
+        assert set(Counter(r["topic"] for r in data[name])) == set(judge.TOPICS), name
     assert set(Counter(r["topic"] for r in data["pretrain"]).values()) == {300}
     assert set(Counter(r["topic"] for r in data["heldout"]).values()) == {cd.DEFAULT_SIZES["heldout"] // len(judge.TOPICS)}
 
@@ -386,3 +387,25 @@ def test_write_rewrites_the_readme_block_and_check_reports_it(tmp_path):
     readme.write_text(f"{cd.GENERATED_END} {cd.GENERATED_START}")
     with pytest.raises(ValueError, match="must contain"):
         cd.check(tmp_path, seed=1, **SMALL)
+
+
+# --- reviews (notebook 09) -----------------------------------------------------------------------
+
+def test_reviews_are_balanced_start_with_their_opening_and_read_as_their_label():
+    """Half of each label, the openings in turn; a review's verdict carries its label (a mixed review has one remark
+    of the other sentiment, never its verdict); the same seed gives the same reviews."""
+    from rlhf_helpers.course_dataset import reviews as rv
+
+    rows = rv.make_reviews(0, 120)
+    assert rows == rv.make_reviews(0, 120) and rows != rv.make_reviews(1, 120)
+    assert sum(r["label"] for r in rows) == 60
+    assert [r["opening"] for r in rows[:len(rv.OPENINGS)]] == rv.OPENINGS
+    for r in rows:
+        first = r["text"][len(r["opening"]) + 1:].split(".")[0] + "."
+        assert r["text"].startswith(r["opening"] + " ")
+        assert first in rv.CONTENT["verdicts"][rv.SENTIMENTS[r["label"]]], r
+    mixed = [r for r in rows if r["mixed"]]
+    assert 0.1 < len(mixed) / len(rows) < 0.4
+    for r in mixed:
+        other = rv.CONTENT["adjectives"][rv.SENTIMENTS[1 - r["label"]]]
+        assert any(f" {adj}." in r["text"] for adj in other), r

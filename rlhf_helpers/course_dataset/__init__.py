@@ -32,6 +32,8 @@ The files
   numbers) or ``unseen_task`` (the last two tasks of every topic, never trained on: generalisation).
 * ``pretrain.jsonl`` - plain prose paragraphs about the topics (no chat format), so a tiny language
   model can learn words and topics before SFT teaches it the Human/Assistant format.
+* ``reviews.jsonl`` - labelled film reviews for notebook 09's sentiment control (:mod:`.reviews`); no other
+  file or stage reads them.
 
 The datasheet, ``data/README.md``, has a generated block (between ``<!-- generated:start -->`` and
 ``<!-- generated:end -->``) with every table and number: :func:`datasheet_tables` computes it from the files,
@@ -54,12 +56,14 @@ from typing import Any
 from .. import judge
 from ..core.artifacts import read_records, write_text
 from ..judge import TOPICS, gold_score
+from .reviews import MIXED_SHARE, OPENINGS, make_reviews
 
 # ---------------------------------------------------------------------------------------------
 # Settings
 # ---------------------------------------------------------------------------------------------
-FILES = ("sft", "preferences", "heldout", "pretrain")  # -> data/<name>.jsonl
-DEFAULT_SIZES = {"sft": 3000, "preferences": 4000, "heldout": 220, "pretrain": 3000}
+QA_FILES = ("sft", "preferences", "heldout", "pretrain")  # the assistant Q&A world of notebooks 01-08
+FILES = (*QA_FILES, "reviews")  # -> data/<name>.jsonl
+DEFAULT_SIZES = {"sft": 3000, "preferences": 4000, "heldout": 220, "pretrain": 3000, "reviews": 2000}
 HELDOUT_UNSEEN_PER_TOPIC = 6  # unseen-task prompts per topic in heldout.jsonl; the rest are seen-task prompts
 HELDOUT_SPLITS = ("seen_task", "unseen_task")
 LABEL_NOISE_RATE = 0.05  # share of preference pairs whose chosen/rejected are swapped on purpose
@@ -314,13 +318,15 @@ def make_pretrain(seed: int, n: int) -> list[dict]:
 
 def generate(seed: int = 0, n_sft: int = DEFAULT_SIZES["sft"], n_pref: int = DEFAULT_SIZES["preferences"],
              n_heldout: int = DEFAULT_SIZES["heldout"], n_pretrain: int = DEFAULT_SIZES["pretrain"],
-             ) -> dict[str, list[dict]]:
-    """All four files' records: ``{"sft": [...], "preferences": [...], "heldout": [...], "pretrain": [...]}``."""
+             n_reviews: int = DEFAULT_SIZES["reviews"]) -> dict[str, list[dict]]:
+    """Every file's records: ``{"sft": [...], "preferences": [...], "heldout": [...], "pretrain": [...],
+    "reviews": [...]}``."""
     return {
         "sft": make_sft(seed, n_sft),
         "preferences": make_preferences(seed, n_pref),
         "heldout": make_heldout(seed, n_heldout),
         "pretrain": make_pretrain(seed, n_pretrain),
+        "reviews": make_reviews(seed, n_reviews),
     }
 
 
@@ -376,7 +382,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 
 def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
     """The datasheet's generated markdown for these records (``n_bytes``: each file's size on disk)."""
-    sft, prefs, held, pre = (data[name] for name in FILES)
+    sft, prefs, held, pre = (data[name] for name in QA_FILES)
     task_of = {t.format(task=task): task for topic in TOPICS for task, _ in CONTENT[topic]["items"]
                for t in _templates(topic) + list(HELDOUT_TEMPLATES)}
     per_topic = {len(CONTENT[t]["items"]) for t in TOPICS}
@@ -408,16 +414,18 @@ def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
     fields = {"prompts (all files)": [r["prompt"] for r in sft + prefs + held],
               "`sft` response": [r["response"] for r in sft], "`preferences` chosen": [r["chosen"] for r in prefs],
               "`preferences` rejected": [r["rejected"] for r in prefs],
-              "`heldout` reference": [r["reference"] for r in held], "`pretrain` text": [r["text"] for r in pre]}
+              "`heldout` reference": [r["reference"] for r in held], "`pretrain` text": [r["text"] for r in pre],
+              "`reviews` text": [r["text"] for r in data["reviews"]]}
     out += ["", "### Lengths (words, split on spaces)", ""]
     lengths = {field: [_words(x) for x in texts] for field, texts in fields.items()}
     out += _table(["field", "min", "median", "mean", "max"], [
         [field, min(n), f"{median(n):g}", f"{mean(n):.1f}", max(n)] for field, n in lengths.items()])
-    answers = [x for f, texts in fields.items() if f != "prompts (all files)" and "pretrain" not in f for x in texts]
+    answers = [x for f, texts in fields.items() if f != "prompts (all files)" and not f.startswith(("`pretrain`", "`reviews`"))
+               for x in texts]
     out += ["", f"The longest answer (response, chosen, rejected or reference) has {max(map(len, answers))} "
                 f"characters, {max(map(_words, answers))} words.", "", "### Topics", ""]
-    counts = {name: Counter(r["topic"] for r in data[name]) for name in FILES}
-    out += _table(["topic", *FILES], [[t, *(counts[name][t] for name in FILES)] for t in TOPICS])
+    counts = {name: Counter(r["topic"] for r in data[name]) for name in QA_FILES}
+    out += _table(["topic", *QA_FILES], [[t, *(counts[name][t] for name in QA_FILES)] for t in TOPICS])
 
     # SFT demonstrations
     out += ["", "## SFT demonstrations", ""]
@@ -493,6 +501,8 @@ def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
         [t, "; ".join(task for task, _ in _items(t, heldout=False)), "; ".join(task for task, _ in _items(t, True))]
         for t in TOPICS])
 
+    out += ["", *_reviews_section(data["reviews"])]
+
     # The rubric and the scale
     w, p = judge.WEIGHTS, judge.WEIGHTS["polite"]
     lo, hi = judge.TARGET_WORDS
@@ -513,6 +523,17 @@ def _datasheet(data: dict[str, list[dict]], n_bytes: dict[str, int]) -> str:
             f"{sum(len(CONTENT[t]['facts']) for t in TOPICS)} facts, {templates} templates and {len(phrases)} other "
             "hand-written phrases."]
     return "\n".join(out) + "\n"
+
+
+def _reviews_section(reviews: list[dict]) -> list[str]:
+    """The datasheet's lines on ``reviews.jsonl`` (notebook 09)."""
+    rows = [[label, sum(r["label"] == i for r in reviews), sum(r["mixed"] for r in reviews if r["label"] == i),
+             _span([_words(r["text"]) for r in reviews if r["label"] == i])]
+            for i, label in enumerate(("negative (0)", "positive (1)"))]
+    return ["## Film reviews (notebook 09)", "", *_table(["label", "reviews", "of which mixed", "words"], rows), "",
+            f"Each review starts with one of {len(OPENINGS)} neutral openings (the prompts of the sentiment run: "
+            + ", ".join(f'"{o}"' for o in OPENINGS) + f"), in turn. A mixed review (a share of {MIXED_SHARE:.0%} is "
+            "drawn) has one remark of the other sentiment."]
 
 
 def datasheet_tables(out_dir: Path | str) -> str:
