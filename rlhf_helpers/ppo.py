@@ -50,6 +50,10 @@ Choices (and why):
 * **Hand-written** because TRL >= 1.13 has no PPO trainer (1.12's needs separate value and reward models of
   the sequence-classification kind; the course's rewards are any :class:`~rlhf_helpers.reward.RewardSource`).
 
+* **Encoder-decoder policies** (T5; notebook 10) go through the same code: the generation helper and
+  :func:`~rlhf_helpers.core.generation.lm_forward` feed the query to the encoder and read log-probs and the value
+  head's hidden states off the decoder, in the same ``[B, T]`` layout; LoRA adapters get peft's seq2seq task type.
+
 Checkpoints, live plot, printed samples, the beta sweep and the course loader are callbacks and helpers
 around the algorithm, in :mod:`rlhf_helpers.ppo_runs`.
 """
@@ -71,7 +75,13 @@ import torch
 from torch import nn
 
 from .core.config import GenerationConfig, PPOConfig
-from .core.generation import entropy_from_logits, generate_ids, lm_forward, logprobs_from_logits
+from .core.generation import (
+    entropy_from_logits,
+    generate_ids,
+    is_encoder_decoder,
+    lm_forward,
+    logprobs_from_logits,
+)
 from .core.loading import disable_dropout, frozen_copy, is_peft, lora_config, make_accelerator
 
 if TYPE_CHECKING:
@@ -468,8 +478,9 @@ class PPOTrainerLite:
         if cfg.use_lora and not is_peft(policy):
             from peft import get_peft_model
 
+            task = "SEQ_2_SEQ_LM" if is_encoder_decoder(policy) else "CAUSAL_LM"
             policy = get_peft_model(policy, lora_config(cfg.lora_r, cfg.lora_alpha, 0.0, cfg.lora_target_modules,
-                                                        model=policy))
+                                                        model=policy, task_type=task))
         self.use_adapter_as_ref = ref_policy is None and is_peft(policy)
         if ref_policy is None and not self.use_adapter_as_ref:
             ref_policy = frozen_copy(policy)
@@ -558,7 +569,8 @@ class PPOTrainerLite:
         step = self.step + 1 if step is None else step
         gen_cfg = GenerationConfig(
             max_new_tokens=cfg.response_length, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
-            batch_size=len(prompts), seed=cfg.seed * 100_003 + step * 101 + acc.process_index)
+            batch_size=len(prompts), seed=cfg.seed * 100_003 + step * 101 + acc.process_index,
+            chat_format=cfg.chat_format)
         policy = self.policy
         with acc.autocast():  # mixed precision on a GPU (a no-op on CPU), like the prepared model's forward
             batch = generate_ids(policy, self.tokenizer, prompts, gen_cfg, progress=False)

@@ -5,12 +5,20 @@
 * :func:`lm_forward`, :func:`logprobs_from_logits`, :func:`entropy_from_logits` -- the log-probs of given
   responses (PPO's rollouts and update); :func:`sequence_kl` -- a policy's KL to a reference on its answers.
 
-Each prompt is formatted with :func:`rlhf_helpers.core.chat.format_prompt`, prompts are batched
+Each prompt is formatted with :func:`rlhf_helpers.core.chat.format_prompt` (or continued as it is, with
+``cfg.chat_format=False``), prompts are batched
 (``cfg.batch_size``) and left-padded, decoding uses the KV cache and stops at eos; greedy or sampled
 (temperature / top-k / top-p) per :class:`~rlhf_helpers.core.config.GenerationConfig`. Sampling is seeded per call
 (``cfg.seed``) inside a forked RNG, so the same call gives the same output and the global RNG is untouched.
 The model's training mode and the tokenizer's padding side are restored afterwards. Works for plain, PEFT
-and 4-bit models (anything with ``.generate``).
+and 4-bit models (anything with ``.generate``), decoder-only or encoder-decoder (T5: :func:`is_encoder_decoder`).
+
+**Encoder-decoder models.** The formatted, left-padded prompt is the *encoder's* input and the answer is written
+by the decoder, which starts from ``config.decoder_start_token_id`` (T5: the pad token): the response is the
+generated sequence after that start token, not after the prompt. :func:`lm_forward` keeps its decoder-only
+signature (query and response side by side, ``[B, Lq + T]``) and splits it there: the query goes to the encoder,
+``[start] + response[:-1]`` to the decoder, and the decoder's logits and last hidden states are the ``T`` positions
+that predict the response -- the same tensors PPO reads from a causal LM. The rest of PPO does not change.
 """
 
 from __future__ import annotations
@@ -100,6 +108,11 @@ def _model_device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
 
+def is_encoder_decoder(model: Any) -> bool:
+    """True for an encoder-decoder model (T5, BART; a PEFT wrapper passes its base's config on)."""
+    return bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
+
+
 @contextlib.contextmanager
 def _generation_mode(model: Any, tokenizer: PreTrainedTokenizerBase):
     """eval mode + left padding inside; the previous training mode and padding side restored after."""
@@ -176,11 +189,14 @@ def _run(
         raise ValueError(f"batch_size must be positive, got {cfg.batch_size}")
     gen_config = _hf_generation_config(tokenizer, cfg)
     device = _model_device(model)
-    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)  # gpt2: n_positions
+    enc_dec = is_encoder_decoder(model)
+    # gpt2: n_positions. T5 has relative positions (no context limit), and the prompt does not share the
+    # decoder's length budget anyway
+    limit = None if enc_dec else getattr(getattr(model, "config", None), "max_position_embeddings", None)
     max_prompt = None if limit is None else limit - cfg.max_new_tokens
     if max_prompt is not None and max_prompt <= 0:
         raise ValueError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for the prompt (model context {limit}).")
-    texts = [format_prompt(tokenizer, p) for p in prompts]
+    texts = [format_prompt(tokenizer, p) for p in prompts] if cfg.chat_format else prompts
     starts = range(0, len(texts), cfg.batch_size)
     out = []
     with _generation_mode(model, tokenizer), _rng_context(model, cfg.seed), torch.no_grad():
@@ -202,7 +218,9 @@ def _run(
                 attention_mask=query_mask.to(device),
                 generation_config=gen_config,
             )
-            generated = sequences[:, query_ids.shape[1] :].cpu()
+            # decoder-only: the sequences continue the query; encoder-decoder: they are the decoder's, after its
+            # start token
+            generated = sequences[:, 1 if enc_dec else query_ids.shape[1] :].cpu()
             response_ids, response_mask, found = _truncate_response(
                 generated, tokenizer.eos_token_id, tokenizer.pad_token_id
             )
@@ -264,7 +282,10 @@ def lm_forward(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward of a causal LM on ``[B, Lq + T]`` (left-padded query, then response); returns the logits that
     *predict* the ``T`` response tokens, ``[B, T, V]``, and (if ``hidden``) the last hidden states at the same
-    positions, ``[B, T, H]``. Position ids skip the left padding, as in generation."""
+    positions, ``[B, T, H]``. Position ids skip the left padding, as in generation. An encoder-decoder model:
+    :func:`_seq2seq_forward`."""
+    if is_encoder_decoder(model):
+        return _seq2seq_forward(model, input_ids, attention_mask, response_len, hidden)
     position_ids = (attention_mask.long().cumsum(1) - 1).clamp(min=0)
     kwargs: dict[str, Any] = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                   use_cache=False, output_hidden_states=hidden)
@@ -274,6 +295,23 @@ def lm_forward(
     logits = out.logits[:, -(response_len + 1) : -1]
     h = out.hidden_states[-1][:, -(response_len + 1) : -1] if hidden else None
     return logits, h
+
+
+def _seq2seq_forward(
+    model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int, hidden: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`lm_forward` of an encoder-decoder model: the query ``input_ids[:, :-T]`` (left-padded, masked) is the
+    encoder's input; the decoder reads ``[decoder_start] + response[:, :-1]``, so its ``T`` outputs predict the
+    response tokens: logits ``[B, T, V]`` and (if ``hidden``) its last hidden states ``[B, T, H]``. No decoder
+    mask: the decoder is causal and the response's padding comes after its eos, so no real position sees it."""
+    import torch
+
+    response = input_ids[:, -response_len:]
+    start = torch.full_like(response[:, :1], model.config.decoder_start_token_id)
+    out = model(input_ids=input_ids[:, :-response_len], attention_mask=attention_mask[:, :-response_len],
+                decoder_input_ids=torch.cat([start, response[:, :-1]], dim=1), use_cache=False,
+                output_hidden_states=hidden)
+    return out.logits, out.decoder_hidden_states[-1] if hidden else None
 
 
 def logprobs_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
