@@ -23,7 +23,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
-## Execute notebooks 00 -> 08 in order on the tiny profile; executed copies and results land in outputs/.
+## Execute notebooks 00 -> 10 in order on the tiny profile; executed copies and results land in outputs/.
 course: $(STAMP)
 	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course
 

@@ -2,7 +2,8 @@
 
 One module per notebook, on top of a shared core (``rlhf_helpers.core``: configuration, artifact paths and
 atomic I/O, the chat format, model loading and the one precision decision, the tiny base model, generation and
-log-probs, text metrics, the held-out comparison of policies, plotting) that imports no stage module.
+log-probs, text metrics, the held-out comparison of policies, measuring memory and weights, plotting) that imports
+no stage module.
 
 | notebook | its module in `rlhf_helpers/` | its tests in `tests/` |
 |---|---|---|
@@ -16,6 +17,8 @@ log-probs, text metrics, the held-out comparison of policies, plotting) that imp
 | 06 evaluation | `evaluation.py` | `test_evaluation.py` |
 | 07 beyond PPO | `beyond_ppo.py` (DPO, IPO, RLOO and GRPO with TRL's trainers, one evaluation, the frontier) | `test_beyond_ppo.py` |
 | 08 human feedback | `human_feedback.py` (pairs, label files, the labelling session and widget, the simulated annotator, agreement, labels -> reward model) | `test_human_feedback.py` |
+| 09 sentiment control | `sentiment.py` (reviews and prompts, the writer, the classifier, VADER, the LoRA / checkpointing table) | `test_sentiment.py` |
+| 10 seq2seq policy | `seq2seq.py` (a T5 through SFT with Seq2SeqTrainer, the course's PPO and the held-out evaluation) | `test_seq2seq.py` |
 | `make course` | `runner.py` (executes the notebooks) | `test_runner.py`, `test_notebooks.py` (every notebook, end to end) |
 | `make seeds` | `seeds.py` (notebooks 01-05 per seed, the spread of the headline numbers) | `test_seeds.py` |
 

@@ -34,7 +34,7 @@ from .core.artifacts import (
 from .core.config import Profile, resolve_profile_name
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-SUMMARIES = ("README.md", "beyond_ppo.md", "feedback.md")  # results/ summaries the README's results section shows, in course order
+SUMMARIES = ("README.md", "beyond_ppo.md", "feedback.md", "sentiment.md", "seq2seq.md")  # results/ summaries the README's results section shows, in course order
 
 
 class NotebookFailed(RuntimeError):

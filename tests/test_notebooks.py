@@ -69,7 +69,10 @@ SMOKE_SETTINGS = ";".join([
     "ppo.short_run_batch_size=8", "ppo.sweep_prompts=16", "ppo.sweep_betas=[0.0]", "ppo.response_length=16", "ppo.sample_every=1",
     "beyond.dpo_max_steps=2", "beyond.online_max_steps=2", "beyond.online_snapshot_every=1",
     "beyond.logging_steps=1", "feedback.pairs_per_prompt=1", "feedback.num_labels=20", "feedback.reward_steps=2",
-    "feedback.ppo_updates=1"])
+    "feedback.ppo_updates=1", "sentiment.num_reviews=200", "sentiment.num_prompts=40", "sentiment.eval_samples=8",
+    "sentiment.response_length=8", "sentiment.total_updates=1", "sentiment.batch_size=8", "sentiment.mini_batch_size=4",
+    "sentiment.table_updates=1", "seq2seq.max_steps=4", "seq2seq.eval_steps=2", "seq2seq.logging_steps=2",
+    "seq2seq.max_length=64", "seq2seq.ppo_updates=1", "seq2seq.ppo_batch_size=8", "seq2seq.eval_prompts=16"])
 
 
 @pytest.fixture(scope="module")
@@ -98,17 +101,21 @@ def smoke_run(root: Path, profile: str, notebooks: list[str], settings: str, mon
 
 @pytest.mark.notebook
 def test_every_notebook_runs_the_colab_code_path_on_hub_shaped_stand_ins(tmp_path_factory, monkeypatch, standin_map):
-    """Notebooks 01-08 on the colab profile's code path, offline: its Hub ids (gpt2, the judge, the Dahoas dataset)
+    """Notebooks 01-10 on the colab profile's code path, offline: its Hub ids (gpt2, the judge, the Dahoas dataset,
+    notebook 09's IMDB writer, classifier and reviews, notebook 10's Flan-T5)
     mapped by $RLHF_HUB_MAP to random stand-ins of their shape, its steps shrunk by $RLHF_SET. Notebook 06 runs
     first, alone: it runs 01-05 itself. The course-data-only cells say so and skip; every stage leaves its artifacts
     for the next notebook."""
+    import pandas as pd
+
     from rlhf_helpers.core import hub
 
     monkeypatch.setenv(hub.ENV, standin_map)
     root = tmp_path_factory.mktemp("colab")
-    paths, printed = smoke_run(root, "colab", ["06_evaluation.ipynb", "07_beyond_ppo.ipynb", "08_human_feedback.ipynb"],
+    paths, printed = smoke_run(root, "colab", ["06_evaluation.ipynb", "07_beyond_ppo.ipynb", "08_human_feedback.ipynb",
+                                               "09_sentiment_control.ipynb", "10_seq2seq_policy.ipynb"],
                                SMOKE_SETTINGS, monkeypatch)  # 00 has no profile-dependent path
-    assert sorted(printed) == ["01", "02", "03", "04", "05", "06", "07", "08"]
+    assert sorted(printed) == ["01", "02", "03", "04", "05", "06", "07", "08", "09", "10"]
     for stage in STAGES:
         if stage != "base":  # tiny's own base model; colab's is gpt2
             paths.finished(stage)
@@ -123,6 +130,11 @@ def test_every_notebook_runs_the_colab_code_path_on_hub_shaped_stand_ins(tmp_pat
     # notebook 08: the agreement table names the profile's Hub judge as a rater, not the gold rubric
     assert "OpenAssistant/reward-model-deberta-v3-large-v2" in paths.result("feedback_agreement.csv").read_text()
     assert "Reward model on" in printed["08"] and "gold judge" not in paths.result("feedback_agreement.csv").read_text()
+    # notebook 09: IMDB-shaped reviews cut into prompts, the Hub writer and classifier as they are, the LoRA table
+    assert "training and 40 test reviews from stanfordnlp/imdb" in printed["09"]
+    assert "writer: lvwerra/gpt2-imdb (0 steps" in printed["09"] and "classifier: lvwerra/distilbert-imdb, 0 steps" in printed["09"]
+    assert len(pd.read_csv(paths.result("sentiment_efficiency.csv"))) == 4  # no GPU here: no float32 rows
+    assert "Course data only" in printed["10"] and paths.result("seq2seq.csv").exists()  # notebook 10: Flan-T5
 
 
 @pytest.mark.notebook
@@ -212,6 +224,40 @@ def test_course_human_feedback_teaches_the_reward_model_a_taste(course_paths: Pa
     assert ppo.words_diff_high < 0 and ppo.gold_diff_high >= 0 and ppo.utility_diff_low > 0, ppo
     agree = pd.read_csv(course_paths.result("feedback_agreement.csv"))
     assert set(agree.rater_1) | set(agree.rater_2) == {"short-lover", "gold-only", "gold judge"}
+
+
+@pytest.mark.notebook
+def test_course_sentiment_control_moves_the_classifier_and_vader(course_paths: Paths):
+    """Notebook 09's bars on the tiny profile, read from its tables: PPO raises the classifier's reward on held-out
+    openings and VADER, which no one trained here, moves the same way by at least 0.2; in the efficiency table LoRA
+    trains a minority of the weights and checkpointing keeps fewer activations, at a cost in time."""
+    import pandas as pd
+
+    table = pd.read_csv(course_paths.result("sentiment_before_after.csv"), index_col=0)
+    writer, ppo = table.loc["writer"], table.loc["PPO"]
+    assert ppo.reward_mean > writer.reward_mean + 1 and ppo.classifier_positive > writer.classifier_positive, table
+    assert ppo.vader_mean - writer.vader_mean >= 0.2 and ppo.vader_negative < writer.vader_negative, table
+    assert 0 < ppo.kl < 20, table  # measured +0.87 -> +3.07, VADER +0.09 -> +0.73, KL 4.33 (seed 0)
+    eff = pd.read_csv(course_paths.result("sentiment_efficiency.csv"), index_col=0)
+    assert eff.loc["LoRA", "trainable_share"] < 0.5 and eff.loc["full", "trainable_share"] == 1
+    for name in ("full", "LoRA"):
+        assert eff.loc[f"{name} + checkpointing", "activations_mb"] < 0.5 * eff.loc[name, "activations_mb"], eff
+    assert (eff.reward_gain > 0).all(), eff
+
+
+@pytest.mark.notebook
+def test_course_seq2seq_ppo_raises_the_learned_reward(course_paths: Paths):
+    """Notebook 10's bar on the tiny profile: PPO of the T5 policy raises the learned reward on the held-out
+    prompts, on a leash, with ROUGE and BLEU reported before and after."""
+    import pandas as pd
+
+    table = pd.read_csv(course_paths.result("seq2seq.csv"), index_col=0)
+    sft, ppo = table.loc["T5 SFT"], table.loc["T5 PPO"]
+    assert sft["n"] == ppo["n"] == 220
+    assert ppo["reward_mean"] > sft["reward_mean"] + 0.5, table  # measured -0.791 -> +0.184 (seed 0)
+    assert 0 < ppo["kl"] < 10, table
+    assert table[["rouge1", "rouge2", "rougeL", "bleu"]].notna().all().all()
+    assert sft["rougeL"] > 0.1, table  # the SFT T5 learned the answers' wording (measured 0.212)
 
 
 # What the browser test shrinks: notebook 08 runs to its end in a browser in well under a minute.

@@ -15,7 +15,10 @@ def test_standins_have_the_hub_shape_and_load_through_the_map(tmp_path, monkeypa
     assert hub.hub_map(value) == {
         "gpt2": str(tmp_path / "gpt2"), "distilgpt2": str(tmp_path / "distilgpt2"), standins.JUDGE: str(tmp_path / "judge"),
         standins.CPU_JUDGE: str(tmp_path / "judge-base"), standins.QWEN2: str(tmp_path / "qwen2"),
-        standins.DAHOAS: str(tmp_path / "dahoas.jsonl"), standins.ULTRAFEEDBACK: str(tmp_path / "ultrafeedback.jsonl")}
+        standins.DAHOAS: str(tmp_path / "dahoas.jsonl"), standins.ULTRAFEEDBACK: str(tmp_path / "ultrafeedback.jsonl"),
+        standins.FLAN_T5: str(tmp_path / "flan-t5-base"), standins.FLAN_T5_SMALL: str(tmp_path / "flan-t5-small"),
+        standins.GPT2_IMDB: str(tmp_path / "gpt2-imdb"), standins.DISTILBERT_IMDB: str(tmp_path / "distilbert-imdb"),
+        standins.IMDB: str(tmp_path / "imdb.jsonl")}
     config = json.loads((tmp_path / "gpt2" / "config.json").read_text())
     assert config["model_type"] == "gpt2" and config.get("pad_token_id") is None
     saved = json.loads((tmp_path / "gpt2" / "tokenizer_config.json").read_text())
@@ -62,3 +65,23 @@ def test_the_standins_name_what_the_profiles_load():
     cpu, colab = get_profile("cpu"), get_profile("colab")
     assert (standins.DISTILGPT2, standins.CPU_JUDGE, standins.DAHOAS) == (cpu.model.name, cpu.eval.hub_judge, cpu.data.source)
     assert (standins.GPT2, standins.JUDGE, standins.DAHOAS) == (colab.model.name, colab.eval.hub_judge, colab.data.source)
+
+
+def test_the_imdb_standins_feed_notebook_09s_colab_path(tmp_path, monkeypatch):
+    """IMDB-shaped reviews (text and label only), a GPT-2 writer and a two-label DistilBERT classifier whose tokenizer
+    gives no token type ids: the colab profile's sentiment data, prompts and reward load through the map."""
+    from rlhf_helpers import sentiment
+    from rlhf_helpers.core.config import get_profile
+    from rlhf_helpers.reward import ClassifierSource
+
+    monkeypatch.setenv(hub.ENV, standins.build(tmp_path, REPO_ROOT / "data", rows=40))
+    profile = get_profile("colab")
+    reviews = sentiment.load_reviews(profile)
+    assert len(reviews.train) + len(reviews.test) == 40 and set(reviews.train[0]) == {"text", "label"}
+    tokenizer = loading.load_tokenizer(standins.GPT2_IMDB)
+    prompts, held = sentiment.review_prompts(reviews, tokenizer, profile.sentiment)
+    assert len(prompts) + len(held) == len(reviews.train) and held
+    classifier = ClassifierSource.from_pretrained(standins.DISTILBERT_IMDB, "POSITIVE", device="cpu",
+                                                  include_prompt=True)
+    assert classifier.score(held[:2], ["was great.", "was awful."]).shape == (2,)
+    assert json.loads((tmp_path / "distilbert-imdb" / "config.json").read_text())["model_type"] == "distilbert"

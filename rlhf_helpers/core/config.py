@@ -72,6 +72,7 @@ class GenerationConfig:
     top_p: float = 1.0  # nucleus sampling threshold (1.0 = off)
     batch_size: int = 128  # prompts per generate call; tiny: per-call overhead dominates, 128 ~1.7x faster than 32
     seed: int = 0  # seeds the sampling (when do_sample)
+    chat_format: bool = True  # wrap each prompt in the chat format; False: continue the prompt text as it is
 
 
 @dataclass
@@ -201,6 +202,8 @@ class PPOConfig:
     value_lr_multiplier: float = 10.0  # the value head's learning rate = learning_rate * this (see ppo.ValueHead)
     value_bias_init: bool = True  # start the value head's bias at the first rollout's mean score (else V = 0)
     value_detach_trunk: bool = False  # True: the value loss trains the value head only (no gradient into the policy)
+    chat_format: bool = True  # rollouts answer prompts in the chat format; False: they continue the prompt text
+    # as it is (sentiment control's review openings)
     num_samples: int = 4  # generations kept in the log each time samples are drawn (every sample_every updates)
     brevity_updates: int = 12  # updates of the warm-up run against the programmatic brevity reward
     brevity_kl_coef: float = 0.05  # beta of the brevity run: a light leash, so the length falls within a few updates
@@ -358,6 +361,73 @@ class FeedbackConfig:
 
 
 @dataclass
+class Seq2SeqConfig(TrainSchedule):
+    """Notebook 10: an encoder-decoder (T5-architecture) policy through SFT (``transformers.Seq2SeqTrainer``, this
+    schedule), PPO (notebook 05's trainer: ``profile.ppo`` except the ``ppo_*`` settings here) against notebook 04's
+    reward model, and the held-out evaluation (learned reward, ROUGE, BLEU, the gold judge)."""
+
+    model: str = "tiny"  # "tiny": a T5 built from the sizes below with the tiny base's tokenizer; else a Hub
+    # encoder-decoder model (colab: google/flan-t5-base, as S1)
+    d_model: int = 128  # tiny: hidden size (the tiny GPT-2's n_embd, so that its token embeddings fit)
+    d_ff: int = 256  # tiny: width of the feed-forward layers
+    d_kv: int = 32  # tiny: size of each attention head
+    num_heads: int = 4  # tiny: attention heads
+    num_layers: int = 2  # tiny: encoder blocks
+    num_decoder_layers: int = 2  # tiny: decoder blocks
+    embeddings_from_base: bool = False  # tiny: start T5's shared token embeddings from the tiny GPT-2 base's (same
+    # tokenizer), rescaled to T5's initial scale. Measured, 500 SFT steps: held-out ROUGE-L 0.13 and gold 0.13 with
+    # them, 0.20 and 0.21 from random ones (300 steps: 0.09 vs 0.12), so off
+    learning_rate: float = 1e-2  # SFT's peak learning rate; tiny: from scratch (no pretraining), at 3e-3 the loss was
+    # still 1.8 after 200 steps and every answer the same gardening tip
+    max_steps: int = 400  # SFT optimizer steps (tiny: ~2.2 epochs; the eval loss still falls at 500)
+    max_length: int = 96  # tokens of the prompt (encoder) and, apart, of the answer (decoder) in SFT
+    eval_steps: int = 200  # SFT's eval loss every this many steps (and before and after training)
+    ppo_updates: int = 12  # PPO updates of the seq2seq policy
+    ppo_batch_size: int = 32  # prompts per rollout
+    ppo_learning_rate: float = 1e-4  # AdamW learning rate of PPO
+    ppo_kl_coef: float = 0.1  # PPO's beta
+    eval_prompts: int = 220  # held-out prompts answered before and after PPO (at most DataConfig.num_heldout_prompts)
+
+
+@dataclass
+class SentimentConfig:
+    """Notebook 09: PPO steers a review writer towards a sentiment (S2, S4), judged by a classifier and checked by
+    VADER; then the same run with LoRA and gradient checkpointing. tiny: the writer, the classifier and the prompts
+    are built from ``data/reviews.jsonl`` in the notebook; colab/cpu: IMDB openings, ``lvwerra/gpt2-imdb`` and
+    ``lvwerra/distilbert-imdb`` (S4's set-up)."""
+
+    target: str = "positive"  # the sentiment PPO steers towards: "positive" (S4) or "negative" (S2)
+    dataset: str = "course"  # "course" = data/reviews.jsonl; else a Hub dataset with text and label (0/1) columns
+    dataset_split: str = "train"  # split of a Hub dataset
+    num_reviews: int = 2000  # reviews read (a Hub dataset's first ones after a seeded shuffle); tiny: all 2000
+    policy: str = "tiny"  # "tiny" = the tiny base trained further on the reviews (lm_steps); else a Hub causal LM
+    classifier: str = "tiny"  # "tiny" = a classifier trained here on the reviews (classifier_steps); else a Hub model
+    lm_steps: int = 200  # tiny: causal-LM steps of the base on the reviews (the course's gpt2-imdb); at 120 its reviews
+    # broke words ("a waste out laste of time")
+    lm_learning_rate: float = 3e-3  # tiny: AdamW learning rate of those steps
+    classifier_steps: int = 60  # tiny: steps of training the classifier (the base's trunk + a 2-class head)
+    classifier_learning_rate: float = 1e-3  # tiny: AdamW learning rate of the classifier
+    classifier_batch_size: int = 32  # tiny: reviews per classifier step
+    test_share: float = 0.2  # share of the reviews held out to test the classifier
+    heldout_openings: int = 3  # tiny: openings kept out of PPO's prompts; the before/after tables use them
+    prompt_tokens: tuple[int, int] = (2, 8)  # Hub data: a prompt is a review's first 2-8 tokens (TRL's IMDB example)
+    num_prompts: int = 512  # Hub data: prompts cut from the reviews (a share test_share of them held out)
+    eval_samples: int = 96  # continuations per policy in the before/after tables (held-out prompts, sampled)
+    response_length: int = 32  # tokens per continuation (rollouts and tables); tiny: a review takes 15-60 tokens
+    temperature: float = 1.0  # sampling temperature of rollouts and tables (TRL's sentiment example: plain sampling)
+    total_updates: int = 20  # PPO updates of the main sentiment run
+    batch_size: int = 32  # prompts per rollout
+    mini_batch_size: int = 8  # responses per optimizer step
+    learning_rate: float = 1e-4  # AdamW learning rate of the policy (gpt2-size: ~1.4e-5)
+    kl_coef: float = 0.1  # beta of the KL penalty to the review writer
+    table_updates: int = 8  # updates of each run of the LoRA / gradient-checkpointing table
+    lora_r: int = 8  # LoRA rank of the table's LoRA runs
+    lora_alpha: int = 16  # LoRA scaling numerator (scale = alpha / r)
+    lora_learning_rate: float = 1e-3  # learning rate of the LoRA runs: adapters start at zero and need a larger one
+    seed: int = 0  # seeds the splits, the prompts, the sampling and the runs
+
+
+@dataclass
 class Profile:
     """One profile = one setting for every stage."""
 
@@ -372,6 +442,8 @@ class Profile:
     eval: EvalConfig = field(default_factory=EvalConfig)
     beyond: BeyondPPOConfig = field(default_factory=BeyondPPOConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    sentiment: SentimentConfig = field(default_factory=SentimentConfig)
+    seq2seq: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
     seed: int = 0
     paths: Paths = field(default_factory=Paths)
 
@@ -379,6 +451,13 @@ class Profile:
         d = asdict(self)
         d["paths"] = {"root": str(self.paths.root), "data_dir": str(self.paths.data_dir)}
         return d
+
+
+# S4's set-up (TRL's gpt2-sentiment example): IMDB review openings, GPT-2 fine-tuned on IMDB, DistilBERT's IMDB classifier
+IMDB_SENTIMENT = SentimentConfig(dataset="stanfordnlp/imdb", num_reviews=5000, policy="lvwerra/gpt2-imdb",
+                                 classifier="lvwerra/distilbert-imdb", eval_samples=256, response_length=16,
+                                 total_updates=60, batch_size=64, mini_batch_size=16, learning_rate=1.41e-5,
+                                 table_updates=10, lora_r=16, lora_alpha=32, lora_learning_rate=1.41e-4)
 
 
 def _tiny() -> Profile:
@@ -409,6 +488,12 @@ def _colab() -> Profile:
         beyond=BeyondPPOConfig(dpo_betas=(0.1, 0.5), dpo_learning_rate=5e-7, dpo_max_steps=500, dpo_batch_size=8,
                                rloo_betas=(0.05, 0.5), grpo_betas=(0.0, 0.05), online_learning_rate=1e-6,
                                online_max_steps=200, online_snapshot_every=50, logging_steps=20),  # gpt2: TRL's rates
+        sentiment=IMDB_SENTIMENT,
+        seq2seq=Seq2SeqConfig(model="google/flan-t5-base", learning_rate=3e-4, max_steps=1000,  # S1's model;
+                              # AdamW at T5 fine-tuning's usual rate
+                              per_device_train_batch_size=8, gradient_accumulation_steps=2, eval_steps=200,
+                              logging_steps=20, max_length=512, ppo_updates=100, ppo_batch_size=32,
+                              ppo_learning_rate=1.41e-5, ppo_kl_coef=0.05, eval_prompts=200),
     )
 
 
@@ -435,6 +520,12 @@ def _cpu() -> Profile:
                         hub_judge="OpenAssistant/reward-model-deberta-v3-base"),
         beyond=BeyondPPOConfig(dpo_betas=(0.1,), dpo_learning_rate=5e-6, dpo_max_steps=50, online_max_steps=10,
                                online_snapshot_every=5, online_learning_rate=5e-6, logging_steps=5),  # short, as the other stages
+        sentiment=replace(IMDB_SENTIMENT, num_reviews=1000, num_prompts=256, eval_samples=64, total_updates=16,
+                          batch_size=16, table_updates=4),
+        seq2seq=Seq2SeqConfig(model="google/flan-t5-small", learning_rate=3e-4, max_steps=100,  # 77M parameters
+                              per_device_train_batch_size=8, eval_steps=50, logging_steps=10, max_length=256,
+                              ppo_updates=8, ppo_batch_size=16, ppo_learning_rate=1.41e-5, ppo_kl_coef=0.05,
+                              eval_prompts=100),
     )
 
 
@@ -458,7 +549,7 @@ def resolve_profile_name(name: str | None = None) -> str:
     return chosen
 
 
-SEEDED = ("generation", "sft", "qlora", "reward", "ppo", "eval", "beyond", "feedback")  # the stage configs that have a ``seed``
+SEEDED = ("generation", "sft", "qlora", "reward", "ppo", "eval", "beyond", "feedback", "sentiment", "seq2seq")  # the stage configs that have a ``seed``
 
 
 def with_seed(profile: Profile, seed: int) -> Profile:

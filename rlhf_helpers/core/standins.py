@@ -3,7 +3,10 @@
 No machine of this project reaches the Hub. These stand-ins have the *shape* of what the ``colab`` and ``cpu``
 profiles load (not its knowledge): GPT-2-architecture models whose tokenizer, like ``gpt2``'s and ``distilgpt2``'s,
 has no pad token and no chat template; DeBERTa-v2 sequence-classification models with one output, as the judges
-``OpenAssistant/reward-model-deberta-v3-large-v2`` and ``-base``; and a preference file shaped like
+``OpenAssistant/reward-model-deberta-v3-large-v2`` and ``-base``; T5 encoder-decoders shaped as ``google/flan-t5-base``
+and ``-small`` (notebook 10); for notebook 09's sentiment control, a GPT-2 stand-in for ``lvwerra/gpt2-imdb``, a
+two-label DistilBERT classifier shaped as ``lvwerra/distilbert-imdb`` and reviews shaped as ``stanfordnlp/imdb``
+(``text``, ``label``); and a preference file shaped like
 ``Dahoas/synthetic-instruct-gptj-pairwise`` (``prompt``/``chosen``/``rejected`` and nothing else: none of the course
 data's annotations). For a user's own choices: a Qwen2-architecture model whose tokenizer has a ChatML template,
 eos ``<|im_end|>`` and pad ``<|endoftext|>`` (as ``Qwen/Qwen2.5-0.5B-Instruct``), and chat-message preference pairs
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .base_model import build_tiny_model, course_texts, train_tokenizer
-from .config import EvalConfig, ModelConfig
+from .config import IMDB_SENTIMENT, EvalConfig, ModelConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -31,7 +34,10 @@ DAHOAS = "Dahoas/synthetic-instruct-gptj-pairwise"
 JUDGE = EvalConfig().hub_judge  # the colab profile's judge on Hub data
 CPU_JUDGE = "OpenAssistant/reward-model-deberta-v3-base"  # the cpu profile's
 QWEN2 = "Qwen/Qwen2.5-0.5B-Instruct"
+FLAN_T5 = "google/flan-t5-base"  # the colab profile's encoder-decoder policy (notebook 10)
+FLAN_T5_SMALL = "google/flan-t5-small"  # the cpu profile's
 ULTRAFEEDBACK = "trl-lib/ultrafeedback_binarized"
+GPT2_IMDB, DISTILBERT_IMDB, IMDB = IMDB_SENTIMENT.policy, IMDB_SENTIMENT.classifier, IMDB_SENTIMENT.dataset  # notebook 09
 CHATML = ("{%- for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
           "'<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- endif %}")
 
@@ -84,11 +90,39 @@ def qwen2_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) 
     return out
 
 
+def save_random(out: Path, model_class: type, config: object, tokenizer: PreTrainedTokenizerFast, seed: int) -> Path:
+    """A ``model_class(config)`` with seeded random weights (the global RNG untouched), saved with ``tokenizer``."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def t5_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Path:
+    """Save a random T5 encoder-decoder (``T5ForConditionalGeneration``, 2 + 2 blocks of 64) with (a copy of)
+    ``tokenizer`` made shaped as ``google/flan-t5-base``'s: pad ``<pad>`` (also the decoder's start token), eos
+    ``</s>``, no bos, no chat template; gated-GELU feed-forward layers, as Flan-T5's."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.add_special_tokens({"pad_token": "<pad>", "eos_token": "</s>"})
+    tokenizer.bos_token, tokenizer.chat_template = None, None
+    config = T5Config(vocab_size=len(tokenizer), d_model=64, d_ff=128, d_kv=16, num_heads=4, num_layers=2,
+                      num_decoder_layers=2, feed_forward_proj="gated-gelu",
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    return save_random(out, T5ForConditionalGeneration, config, tokenizer, seed)
+
+
 def judge_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Path:
     """Save a random DeBERTa-v2 ``ForSequenceClassification`` model with one output (2 layers of 64), the shape of
     the Hub judge, with (a copy of) ``tokenizer``: the real judge's sentencepiece tokenizer cannot be rebuilt
     offline, and the judge's code only needs (prompt, answer) text pairs in and one score out."""
-    import torch
     from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
 
     tokenizer = copy.deepcopy(tokenizer)
@@ -96,12 +130,31 @@ def judge_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) 
     config = DebertaV2Config(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                              intermediate_size=128, max_position_embeddings=512, num_labels=1,
                              pad_token_id=tokenizer.pad_token_id)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DebertaV2ForSequenceClassification(config)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    return save_random(out, DebertaV2ForSequenceClassification, config, tokenizer, seed)
+
+
+def distilbert_standin(out: Path, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> Path:
+    """Save a random DistilBERT ``ForSequenceClassification`` model with the labels ``NEGATIVE`` / ``POSITIVE`` (2
+    layers of 64), the shape of ``lvwerra/distilbert-imdb``, with (a copy of) ``tokenizer`` that, like DistilBERT's,
+    gives no token type ids."""
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = None
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=64, n_layers=2, n_heads=2, hidden_dim=128,
+                              max_position_embeddings=512, num_labels=2, id2label=labels,
+                              label2id={v: k for k, v in labels.items()}, pad_token_id=tokenizer.pad_token_id)
+    return save_random(out, DistilBertForSequenceClassification, config, tokenizer, seed)
+
+
+def imdb_standin(out: Path, data_dir: Path, rows: int = 1000) -> Path:
+    """``rows`` of the course's film reviews as IMDB has them: ``text`` and ``label`` (0 negative, 1 positive),
+    nothing else (no ``opening``: prompts are then cut from the reviews' first tokens, as on IMDB)."""
+    reviews = [json.loads(line) for line in (data_dir / "reviews.jsonl").read_text(encoding="utf-8").splitlines()]
+    out.write_text("".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n" for r in reviews[:rows]),
+                   encoding="utf-8")
     return out
 
 
@@ -135,12 +188,18 @@ def ultrafeedback_standin(out: Path, data_dir: Path, rows: int = 1000) -> Path:
 
 def build(out: Path, data_dir: Path, rows: int = 1000) -> str:
     """Every stand-in under ``out``; returns the ``$RLHF_HUB_MAP`` value that maps ``gpt2`` and ``distilgpt2``, both
-    judges, the Qwen2 model and both datasets' ids to them."""
+    judges, the Qwen2 model, both Flan-T5 models, notebook 09's IMDB writer, classifier and reviews, and both
+    preference datasets' ids to them."""
     out, tokenizer = Path(out), course_tokenizer(data_dir)
     model = gpt2_standin(out / "gpt2", tokenizer)
     judge = judge_standin(out / "judge", tokenizer)
     pairs = {GPT2: model, DISTILGPT2: gpt2_standin(out / "distilgpt2", tokenizer, seed=1),
              JUDGE: judge, CPU_JUDGE: judge_standin(out / "judge-base", tokenizer, seed=1),
              QWEN2: qwen2_standin(out / "qwen2", tokenizer), DAHOAS: dahoas_standin(out / "dahoas.jsonl", data_dir, rows),
+             FLAN_T5: t5_standin(out / "flan-t5-base", tokenizer),
+             FLAN_T5_SMALL: t5_standin(out / "flan-t5-small", tokenizer, seed=1),
+             GPT2_IMDB: gpt2_standin(out / "gpt2-imdb", tokenizer, seed=2),
+             DISTILBERT_IMDB: distilbert_standin(out / "distilbert-imdb", tokenizer),
+             IMDB: imdb_standin(out / "imdb.jsonl", data_dir, rows),
              ULTRAFEEDBACK: ultrafeedback_standin(out / "ultrafeedback.jsonl", data_dir, rows)}
     return ";".join(f"{name}={path}" for name, path in pairs.items())
