@@ -81,3 +81,23 @@ def test_the_readme_and_the_package_docstring_name_real_files():
             assert (folder / module).exists(), f"{where} names {module}, which does not exist"
         numbers = {m for row in rows for m in re.findall(r"^\| (\d\d) ", row)}
         assert numbers == {p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}, where
+
+
+def test_every_relative_link_of_the_markdown_resolves():
+    """The links between the README, the workshop guide, the datasheet and the results summaries point at files and
+    folders that exist (web links and in-page anchors are not checked). A link with no target fails here."""
+    import re
+
+    pages = [ROOT / "README.md", *sorted((ROOT / "workshop").glob("*.md")), ROOT / "data" / "README.md",
+             *sorted((ROOT / "outputs" / "results").glob("*.md"))]
+    assert (ROOT / "workshop" / "README.md") in pages
+    broken, checked = [], 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            checked += 1
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
+    assert checked >= 20, checked  # the pattern still finds the links
