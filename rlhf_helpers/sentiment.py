@@ -277,25 +277,17 @@ def sample_batch(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pr
     return generate_ids(policy, tokenizer, [prompts[i % len(prompts)] for i in range(n)], gen, progress=False)
 
 
-def sample_reviews(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                   cfg: SentimentConfig, n: int | None = None) -> tuple[list[str], list[str]]:
-    """``(prompts, continuations)`` of :func:`sample_batch`."""
-    batch = sample_batch(policy, tokenizer, prompts, cfg, n)
-    return batch.prompts, batch.responses
-
-
 def compare_policies(policies: Mapping[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase,
                      prompts: Sequence[str], reward: ClassifierSource, cfg: SentimentConfig,
-                     reference: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     reference: PreTrainedModel | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each policy's continuations of the held-out ``prompts`` scored by the classifier (the reward, and the share it
     calls the target sentiment) and by VADER (mean, median, the share it calls positive and negative), with the KL
-    to ``reference`` (default: the first policy) on the same continuations. Returns ``(table, samples)``: one row per policy, and
+    to the model ``reference`` (default: the first policy) on the same continuations. Returns ``(table, samples)``: one row per policy, and
     every (prompt, policy) continuation with its two scores."""
     import pandas as pd
 
     vader = VaderScore()
-    names = list(policies)
-    ref = policies[reference or names[0]]
+    ref = reference if reference is not None else next(iter(policies.values()))
     rows, samples = {}, []
     for name, policy in policies.items():
         sampled = sample_batch(policy, tokenizer, prompts, cfg)
@@ -377,7 +369,8 @@ def efficiency_table(writer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     from tqdm.auto import tqdm
 
     cfg = profile.sentiment
-    before = float(reward.score(*sample_reviews(writer, tokenizer, eval_prompts, cfg)).mean())
+    writer_table, _ = compare_policies({"writer": writer}, tokenizer, eval_prompts, reward, cfg)
+    before = writer_table.loc["writer", "reward_mean"]  # every variant's continuations are compared with these
     rows = {}
     for v in tqdm(variants(torch.cuda.is_available()), desc="variants", disable=not progress):
         run_cfg = sentiment_ppo_config(profile, total_updates=cfg.table_updates, use_lora=v.use_lora,
@@ -390,8 +383,8 @@ def efficiency_table(writer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         trainable, total = loading.parameter_counts(trainer.policy)
         seconds = [r["time/update_s"] for r in result.history[1:]] or [result.history[0]["time/update_s"]]
         activations = saved_activations_mb(trainer, trainer.make_rollout(list(prompts[: run_cfg.mini_batch_size])))
-        table, _ = compare_policies({"writer": writer, v.name: trainer.policy.eval()}, tokenizer, eval_prompts, reward,
-                                    cfg)
+        table, _ = compare_policies({v.name: trainer.policy.eval()}, tokenizer, eval_prompts, reward, cfg,
+                                    reference=writer)
         rows[v.name] = {"trainable_params": trainable, "trainable_share": trainable / total,
                         "reference_copy": trainer.ref_policy is not None,
                         "precision": trainer.accelerator.mixed_precision, "peak_memory_mb": memory.peak_mb,

@@ -188,14 +188,6 @@ def train_sft(profile: Profile, model: PreTrainedModel, tokenizer: PreTrainedTok
     return Seq2SeqRun(model, tokenizer, history, info, path)
 
 
-def load_sft(profile: Profile) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The SFT model of checkpoint ``seq2seq_sft`` (eval mode) and its tokenizer."""
-    path = profile.paths.checkpoint(SFT_STAGE)
-    if not (path / artifacts.TRAIN_INFO).exists():
-        raise artifacts.MissingStageError(f"No finished seq2seq SFT run at {path}: run notebooks/10_seq2seq_policy.ipynb.")
-    return load_seq2seq(path)
-
-
 # ==================================================================================================== PPO
 def ppo_config(profile: Profile) -> PPOConfig:
     """Notebook 05's PPO settings (``profile.ppo``) with the seq2seq run's updates, batch, learning rate and beta."""
