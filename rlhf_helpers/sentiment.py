@@ -212,8 +212,7 @@ def _train_tiny_classifier(profile: Profile, reviews: Reviews,
                              per_device_train_batch_size=cfg.classifier_batch_size, logging_steps=10,
                              eval_steps=cfg.classifier_steps, max_length=limit, seed=cfg.seed)
     with tempfile.TemporaryDirectory() as out:
-        kwargs = loading.trainer_kwargs(schedule, out, progress, model.config.model_type)
-        kwargs.pop("max_length")  # a TRL setting; transformers' TrainingArguments has none
+        kwargs = loading.trainer_kwargs(schedule, out, progress, model.config.model_type, trl=False)
         trainer = Trainer(model=model, args=TrainingArguments(**kwargs), train_dataset=train,
                           data_collator=DataCollatorWithPadding(tokenizer))
         trainer.train()

@@ -159,9 +159,8 @@ def train_sft(profile: Profile, model: PreTrainedModel, tokenizer: PreTrainedTok
 
     def write(tmp: Path) -> None:
         nonlocal history, info
-        kwargs = loading.trainer_kwargs(cfg, tmp / "_trainer", progress, model.config.model_type)
-        kwargs.pop("max_length")  # TRL's setting; sft_features cuts prompt and answer to it
-        args = Seq2SeqTrainingArguments(**kwargs, eval_strategy="steps")
+        kwargs = loading.trainer_kwargs(cfg, tmp / "_trainer", progress, model.config.model_type, trl=False)
+        args = Seq2SeqTrainingArguments(**kwargs, eval_strategy="steps")  # sft_features cuts to cfg.max_length
         trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=train, eval_dataset=evaluation,
                                  data_collator=collator, processing_class=tokenizer)
         initial = trainer.evaluate()

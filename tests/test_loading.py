@@ -144,6 +144,15 @@ def test_precision_follows_the_compute_capability(monkeypatch, gpu, capability, 
     assert loading.trainer_kwargs(get_profile("tiny").sft, "out", model_type=model_type)["fp16"] == (mixed == "fp16")
 
 
+def test_trainer_kwargs_for_transformers_own_arguments_leave_out_trls_max_length(tmp_path):
+    from transformers import TrainingArguments
+
+    cfg = get_profile("tiny").sft
+    assert loading.trainer_kwargs(cfg, tmp_path)["max_length"] == cfg.max_length  # TRL's configs read it
+    args = TrainingArguments(**loading.trainer_kwargs(cfg, tmp_path, trl=False))  # transformers' own has no such field
+    assert args.max_steps == cfg.max_steps and args.learning_rate == cfg.learning_rate
+
+
 def test_model_type_reads_the_config_only(saved_tiny_model, tmp_path):
     _, path = saved_tiny_model
     assert loading.model_type(path) == "gpt2"

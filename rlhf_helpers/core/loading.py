@@ -121,11 +121,13 @@ def optimizer_name(name: str, cuda: bool) -> str:
 
 
 def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True,
-                   model_type: str | None = None) -> dict[str, Any]:
+                   model_type: str | None = None, trl: bool = True) -> dict[str, Any]:
     """The ``TrainingArguments`` every TRL trainer of the course shares (SFT, QLoRA, reward model): the schedule
     of ``cfg``, mixed precision and optimizer per :func:`precision` (for a model of ``model_type``), no intermediate
     checkpoints (each stage saves its final model itself), no reporting, no dataloader workers, gradient
-    checkpointing only when configured (TRL's default is on, ~60% slower on tiny models)."""
+    checkpointing only when configured (TRL's default is on, ~60% slower on tiny models). ``trl=False``: for
+    transformers' own ``TrainingArguments`` (``Seq2SeqTrainer``, a classifier's ``Trainer``), without TRL's
+    ``max_length``."""
     flags = precision(model_type).trainer_flags()
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -152,6 +154,8 @@ def trainer_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool = 
     )
     if cfg.gradient_checkpointing:
         kwargs["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    if not trl:
+        del kwargs["max_length"]
     return kwargs
 
 
