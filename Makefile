@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PROFILE ?= tiny
 
-.PHONY: install course seeds test lab lint data links clean
+.PHONY: install course solutions seeds test lab lint data links clean
 
 # pip writes the bytecode of every installed module up front: where PYTHONDONTWRITEBYTECODE is set (as on this
 # project's machines) Python would otherwise compile torch and transformers again in every process (~20 s a kernel).
@@ -26,6 +26,11 @@ install: $(STAMP)
 ## Execute notebooks 00 -> 10 in order on the tiny profile; executed copies and results land in outputs/.
 course: $(STAMP)
 	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course
+
+## Every exercise's solution (notebooks/solutions/), after building the stages they read; the executed copies land
+## in outputs/notebooks/, what the exercises write in outputs/exercises/ (the course's own outputs stay unchanged).
+solutions: $(STAMP)
+	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers solutions
 
 ## Seeds 1 and 2: notebooks 01-05 into outputs/seeds/ (seed 0 is `make course`'s run, made first if missing);
 ## then outputs/results/seeds.csv and the README's seeds table.
@@ -51,4 +56,4 @@ data: $(STAMP)
 	$(BIN)/python -m rlhf_helpers.course_dataset --out data --seed 0
 
 clean:
-	rm -rf outputs/checkpoints outputs/prepared_data outputs/notebooks
+	rm -rf outputs/checkpoints outputs/prepared_data outputs/notebooks outputs/exercises

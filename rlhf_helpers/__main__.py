@@ -14,6 +14,8 @@ commands:
   data check PATH [--map prompt=question,...]   detect the format, count records, print the validation report
   data convert PATH OUT.jsonl [--map ...]       write canonical records (atomically)
   course [--profile tiny] [--only 00,01]        execute the notebooks in order, results under outputs/
+  solutions [--only 05]                         build missing stages, execute notebooks/solutions/, check that
+                                                the course's artifacts are unchanged
   seeds [--seeds 0,1,2] [--collect-only]        notebooks 01-05 for more seeds; results/seeds.csv
   links [--check]                               write colab_links.REPO into the install cells and badges
 """
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from .data_prep import cli
     elif command == "course":
         from .runner import cli
+    elif command == "solutions":
+        from .runner import cli as course_cli
+
+        return course_cli(rest, solutions=True)
     elif command == "seeds":
         from .seeds import cli
     elif command == "links":

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .core.artifacts import Paths
@@ -137,6 +139,21 @@ def check(ok: bool, message: str) -> None:
         print(f"NOT CHECKED (${CHECKS_ENV}=0): {message}")
         return
     raise AssertionError(message)
+
+
+EXERCISES = "exercises"  # under the output root: one folder per exercise, e.g. outputs/exercises/05.1
+
+
+def exercise_profile(profile: Profile, exercise: str) -> Profile:
+    """``profile`` for one exercise (``"05.1"``: notebook 05, exercise 1): the same settings, but everything it
+    writes (checkpoints, results, plots, label files) goes under ``<output root>/exercises/<exercise>/``, while
+    the stages it does not make itself are read from the course's output root (:class:`Paths` ``reads_from``).
+    A retrained SFT model or reward model of an exercise never replaces the one the later notebooks load."""
+    if not re.fullmatch(r"\d\d\.\d+", exercise):
+        raise ValueError(f"exercise {exercise!r}: expected 'NN.k', the notebook's number and the exercise's, e.g. '05.1'")
+    root = profile.paths.root / EXERCISES / exercise
+    print(f"Exercise {exercise} writes to {root} (the course's stages are read from {profile.paths.root}).")
+    return replace(profile, paths=Paths(root, profile.paths.data_dir, reads_from=profile.paths.root))
 
 
 def ensure_stages(profile: Profile, *stages: str) -> None:

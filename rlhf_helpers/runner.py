@@ -53,6 +53,14 @@ def course_notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb"))
 
 
+SOLUTIONS_DIR = NOTEBOOK_DIR / "solutions"
+
+
+def solution_notebooks(directory: Path = SOLUTIONS_DIR) -> list[Path]:
+    """The solutions notebooks (``05_ppo_solutions.ipynb``: the solutions of ``05_ppo.ipynb``) in course order."""
+    return sorted(directory.glob("[0-9][0-9]_*_solutions.ipynb"))
+
+
 @contextmanager
 def environ(**values: str) -> Iterator[None]:
     """Temporarily set environment variables (the kernel process inherits them)."""
@@ -238,6 +246,76 @@ def timing_table(runs: Sequence[NotebookRun]) -> str:
     return "\n".join(["| notebook | wall time (s) |", "|---|---:|", *rows, f"| **total** | **{total:.0f}** |"])
 
 
+EXERCISE_HEADING = re.compile(r"^## Exercise (\d+) · (warm-up|core|stretch) · ~(\d+) min", re.M)
+
+
+def exercise_ids(solutions: Path) -> list[str]:
+    """``["05.1", "05.2", ...]``: the exercises a solutions notebook solves (its ``## Exercise k · tier · ~M min``
+    headings), each the name of the folder under ``outputs/exercises`` it writes to."""
+    import nbformat
+
+    nb = nbformat.read(str(solutions), as_version=4)
+    return [f"{Path(solutions).name[:2]}.{m.group(1)}" for c in nb.cells if c.cell_type == "markdown"
+            for m in EXERCISE_HEADING.finditer(c.source)]
+
+
+SOLUTION_TIMES = "solution_times.csv"  # under outputs/exercises: each solutions notebook's wall time
+NOT_COURSE = ("exercises", "notebooks")  # top folders of the output root that exercises may write
+
+
+class CourseChanged(RuntimeError):
+    """A solutions notebook changed the course's artifacts; the message lists the files."""
+
+
+def course_digest(paths: Paths) -> dict[str, str]:
+    """``relative path -> sha256`` of every file under the output root but :data:`NOT_COURSE`: the course's
+    checkpoints, prepared data, results and plots, which an exercise must leave as they are."""
+    import hashlib
+
+    digest = {}
+    for file in sorted(paths.root.rglob("*")):
+        rel = file.relative_to(paths.root)
+        if file.is_file() and rel.parts[0] not in NOT_COURSE:
+            digest[rel.as_posix()] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return digest
+
+
+def run_solutions(profile: str | None = None, only: Sequence[str] = (), paths: Paths | None = None,
+                  directory: Path = SOLUTIONS_DIR) -> list[NotebookRun]:
+    """``make solutions``: build the course's stages that are missing (their notebooks, as ``ensure_stages`` does),
+    then execute each solutions notebook of ``directory``; save their wall times under ``outputs/exercises``. Raises
+    :class:`CourseChanged` if any of them changed a file of the course (:func:`course_digest`), and
+    :class:`NotebookFailed` if one failed or an exercise (:func:`exercise_ids`) left its folder empty."""
+    from .core.config import get_profile
+
+    name = resolve_profile_name(profile)
+    paths = paths or Paths()
+    notebooks = [nb for nb in solution_notebooks(directory) if not only or nb.name[:2] in only]
+    check_outputs(paths, notebooks)
+    build_missing(get_profile(name, paths=paths), list(STAGES), progress=False)
+    before = course_digest(paths)
+    runs = []
+    for nb in notebooks:
+        print(f"[solutions] {nb.name} ...", flush=True)
+        runs.append(execute_notebook(nb, paths, name))
+        print(f"[solutions] {nb.name} done in {runs[-1].seconds:.0f} s", flush=True)
+    rows = ["notebook,seconds", *(f"{r.notebook},{r.seconds:.1f}" for r in runs)]
+    write_text(paths.root / "exercises" / SOLUTION_TIMES, "\r\n".join(rows) + "\r\n")
+    print("\n" + timing_table(runs))
+    after = course_digest(paths)
+    changed = sorted(f for f in before.keys() | after.keys() if before.get(f) != after.get(f))
+    if changed:
+        raise CourseChanged(f"The solutions changed {len(changed)} file(s) of the course under {paths.root}, which "
+                            f"exercises must not touch (write through notebook_setup.exercise_profile): "
+                            f"{', '.join(changed[:10])}")
+    folder = paths.root / "exercises"
+    empty = [e for nb in notebooks for e in exercise_ids(nb) if not any(p.is_file() for p in (folder / e).rglob("*"))]
+    if empty:
+        raise NotebookFailed(f"These exercises wrote nothing under {folder} (each saves its figure or table there): "
+                             f"{', '.join(empty)}")
+    return runs
+
+
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 
@@ -253,16 +331,19 @@ def update_readme(summary: str, timing: str, readme: Path = REPO_ROOT / "README.
     write_text(readme, head + section + tail)
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rlhf_helpers course",
-                                     description="Execute the course notebooks in order.")
+def cli(argv: list[str], solutions: bool = False) -> int:
+    """``python -m rlhf_helpers course`` (``solutions=False``) or ``... solutions``."""
+    command = "solutions" if solutions else "course"
+    parser = argparse.ArgumentParser(prog=f"python -m rlhf_helpers {command}", description=(
+        "Execute the solutions notebooks (after building the stages they read)." if solutions
+        else "Execute the course notebooks in order."))
     parser.add_argument("--profile", default=None, help="tiny | colab | cpu (default: $RLHF_PROFILE or auto)")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 00,01")
     args = parser.parse_args(argv)
     only = [s.strip().zfill(2) for s in args.only.split(",") if s.strip()]
     try:
-        run_course(args.profile, only)
-    except NotebookFailed as err:
+        (run_solutions if solutions else run_course)(args.profile, only)
+    except (NotebookFailed, CourseChanged) as err:
         print(err)
         return 1
     return 0

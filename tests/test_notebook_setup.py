@@ -83,3 +83,30 @@ def test_drive_keeps_the_outputs_on_colab_only_and_an_explicit_output_dir_wins(t
     out = capsys.readouterr().out
     assert "Google Drive not used (mount failed)" in out and "lost with this Colab machine" in out
     assert "RLHF_OUTPUT_DIR" not in os.environ
+
+
+def test_an_exercise_reads_the_course_stages_and_writes_only_its_own_folder(tmp_path, capsys):
+    """exercise_profile: the same settings; reads fall back to the course's stages until the exercise has its own;
+    checkpoints, results and plots go under outputs/exercises/NN.k."""
+    from rlhf_helpers.core.artifacts import STAGES, MissingStageError, Paths
+    from rlhf_helpers.core.config import get_profile
+
+    course = get_profile("tiny", paths=Paths(tmp_path / "out", tmp_path / "data"))
+    sft = course.paths.checkpoint("sft_full")
+    sft.mkdir(parents=True)
+    (sft / STAGES["sft_full"].done_marker).write_text("{}")
+    ex = notebook_setup.exercise_profile(course, "05.1")
+    assert f"writes to {tmp_path / 'out' / 'exercises' / '05.1'}" in capsys.readouterr().out
+    assert ex.sft == course.sft and ex.paths.data_dir == course.paths.data_dir
+    assert ex.paths.finished("sft_full") == sft  # read from the course
+    assert ex.paths.checkpoint("sft_full") == tmp_path / "out" / "exercises" / "05.1" / "checkpoints" / "sft_full"
+    assert ex.paths.result("x.csv").parent == tmp_path / "out" / "exercises" / "05.1" / "results"
+    with pytest.raises(MissingStageError, match="reward"):  # missing in both
+        ex.paths.finished("reward")
+    own = ex.paths.checkpoint("sft_full")
+    own.mkdir(parents=True)
+    (own / STAGES["sft_full"].done_marker).write_text("{}")
+    assert ex.paths.finished("sft_full") == own and course.paths.finished("sft_full") == sft  # its own, once made
+    for bad in ("5.1", "05", "05.x", "../05.1"):
+        with pytest.raises(ValueError, match="expected 'NN.k'"):
+            notebook_setup.exercise_profile(course, bad)

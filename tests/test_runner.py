@@ -172,3 +172,38 @@ def test_times_skip_malformed_rows_and_stages_of_another_profile_stop_the_build(
     write_text(profile.paths.prepared_data / "info.json", '{"profile": "tiny", "source": "course"}')
     with pytest.raises(ValueError, match="built with the 'tiny' profile, and this notebook runs 'colab'"):
         runner.build_missing(profile, ["reward"])
+
+
+def test_solutions_run_on_finished_stages_and_stop_when_an_exercise_touches_the_course(tmp_path, capsys):
+    """`make solutions` on stand-in solutions notebooks: the course's stages are all finished (stand-in markers),
+    so nothing is built; an exercise writing its own folder passes, one that writes into a course checkpoint or
+    writes nothing at all fails, naming the file or the exercise."""
+    from nbformat.v4 import new_markdown_cell
+
+    from rlhf_helpers.core.artifacts import STAGES
+
+    paths = Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data")
+    for stage, spec in STAGES.items():
+        folder = paths.prepared_data if stage == "data" else paths.checkpoint(stage)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / spec.done_marker).write_text('{"profile": "tiny"}')
+    writes = {"00": "exercises/00.1/table.csv", "01": "checkpoints/sft_full/extra.bin", "02": None}
+    folder = tmp_path / "solutions"
+    folder.mkdir()
+    for number, target in writes.items():
+        code = "pass" if target is None else (f"from pathlib import Path; import os\np = Path(os.environ['RLHF_OUTPUT_DIR'])"
+                                              f" / {target!r}\np.parent.mkdir(parents=True, exist_ok=True)\np.write_text('x')")
+        cells = [new_markdown_cell("## Exercise 1 · core · ~5 min\n> the question"), new_code_cell(code)]
+        nbformat.write(new_notebook(cells=cells), str(folder / f"{number}_x_solutions.ipynb"))
+    assert runner.exercise_ids(folder / "00_x_solutions.ipynb") == ["00.1"]
+    runs = runner.run_solutions("tiny", ["00"], paths, folder)
+    assert [r.notebook for r in runs] == ["00_x_solutions.ipynb"] and "Earlier stages found" in capsys.readouterr().out
+    assert (paths.root / "exercises" / runner.SOLUTION_TIMES).read_text().splitlines()[1].startswith("00_x_solutions.ipynb,")
+    with pytest.raises(runner.CourseChanged, match="changed 1 file.*checkpoints/sft_full/extra.bin"):
+        runner.run_solutions("tiny", ["01"], paths, folder)
+    with pytest.raises(NotebookFailed, match=r"wrote nothing .*: 02\.1$"):
+        runner.run_solutions("tiny", ["02"], paths, folder)
+    before = runner.course_digest(paths)
+    (paths.root / "exercises" / "00.1" / "table.csv").write_text("changed")  # exercises and executed copies
+    (paths.executed_notebooks / "00_x_solutions.ipynb").write_text("{}")  # are not the course's files
+    assert runner.course_digest(paths) == before and "checkpoints/sft_full/extra.bin" in before

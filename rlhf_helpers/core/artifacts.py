@@ -104,14 +104,20 @@ def _folder_from_env(variable: str, default: Path) -> Path:
 class Paths:
     """Where artifacts go. ``root`` defaults to ``$RLHF_OUTPUT_DIR`` or ``<repo>/outputs``, ``data_dir`` to
     ``$RLHF_DATA_DIR`` or ``<repo>/data``; a variable set to an empty string raises ``ValueError``.
-    :meth:`check_root` says whether the root can be written before anything is."""
+    :meth:`check_root` says whether the root can be written before anything is.
+
+    ``reads_from`` (an exercise's paths, :func:`rlhf_helpers.notebook_setup.exercise_profile`): another output root
+    whose stages :meth:`require` and :meth:`finished` fall back to when ``root`` has none of its own. Everything
+    is still written under ``root``, so an exercise reads the course's models and never overwrites them."""
 
     root: Path = field(default_factory=lambda: _folder_from_env("RLHF_OUTPUT_DIR", REPO_ROOT / "outputs"))
     data_dir: Path = field(default_factory=lambda: _folder_from_env("RLHF_DATA_DIR", REPO_ROOT / "data"))
+    reads_from: Path | None = None
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
         self.data_dir = Path(self.data_dir)
+        self.reads_from = None if self.reads_from is None else Path(self.reads_from)
 
     @property
     def checkpoints(self) -> Path:
@@ -150,6 +156,8 @@ class Paths:
         """Return the stage's artifact directory, or say which notebook to run first."""
         path = self.prepared_data if stage == "data" else self.checkpoint(stage)
         if not (path.exists() and any(path.iterdir())):
+            if self.reads_from is not None:
+                return Paths(self.reads_from, self.data_dir).require(stage)
             raise MissingStageError(f"No '{stage}' artifacts at {path}. Run notebooks/{notebook(stage)} first.")
         return path
 
