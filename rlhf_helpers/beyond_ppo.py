@@ -521,3 +521,49 @@ def plot_dpo_training(runs: Sequence[MethodRun]) -> Figure:
     fig.tight_layout()
     return fig
 
+
+
+# ============================================================================================== exercises
+def group_advantages(rewards: np.ndarray, method: str) -> np.ndarray:
+    """The advantages TRL gives each answer of a group, from ``rewards`` (one row per prompt, one column per answer,
+    ``k >= 2`` columns): ``"RLOO"`` -- the reward minus the mean of the *other* answers' rewards (TRL's
+    ``RLOOTrainer``; its KL penalty, when ``beta > 0``, is already in the rewards); ``"GRPO"`` -- the reward minus
+    the group's mean, divided by the group's standard deviation (Bessel-corrected) + 1e-4 (TRL's ``GRPOTrainer``
+    with its default ``scale_rewards="group"``). Every token of an answer gets its answer's advantage."""
+    r = np.asarray(rewards, dtype=float)
+    if r.ndim != 2 or r.shape[1] < 2:
+        raise ValueError(f"rewards must be (prompts, k) with k >= 2 answers per prompt, got shape {r.shape}")
+    mean = r.mean(axis=1, keepdims=True)
+    if method == "RLOO":
+        return r - (r.sum(axis=1, keepdims=True) - r) / (r.shape[1] - 1)
+    if method == "GRPO":
+        return (r - mean) / (r.std(axis=1, ddof=1, keepdims=True) + 1e-4)
+    raise ValueError(f"method must be 'RLOO' or 'GRPO', got {method!r}")
+
+
+def merge_tables(*tables: pd.DataFrame) -> pd.DataFrame:
+    """One :func:`method_table` from several evaluations of the same prompts (each with its own SFT row): SFT once,
+    then every other policy once (the first table's row where a policy appears twice). SFT answers greedily, so its
+    rows must agree; ``ValueError`` if their gold or win counts differ (the tables were not of the same prompts)."""
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("merge_tables needs at least one table")
+    sft = [t.loc["SFT", ["gold", "reward", "wins", "ties", "losses"]] for t in tables if "SFT" in t.index]
+    if any(not np.allclose(s.to_numpy(float), sft[0].to_numpy(float), equal_nan=True) for s in sft):
+        raise ValueError("the tables' SFT rows differ: they were not evaluated on the same prompts")
+    merged = pd.concat(tables)
+    return merged[~merged.index.duplicated(keep="first")]
+
+
+def efficiency(table: pd.DataFrame, min_kl: float = 0.1) -> pd.DataFrame:
+    """Per trained policy of a :func:`method_table`: ``gold_gain`` (its gold mean minus SFT's), ``gain_per_second``
+    (per second of training) and ``gain_per_nat`` (per nat of KL to SFT; NaN where the KL is below ``min_kl``: the
+    k1 estimate of a move that small is noise, can be below 0, and dividing by it means nothing)."""
+    if "SFT" not in table.index:
+        raise ValueError("efficiency needs the table's SFT row (the reference of the gains)")
+    out = table[table.method != "SFT"][["method", "beta", "gold", "win_rate", "win_low", "kl", "train_seconds"]].copy()
+    out["gold_gain"] = out.gold - table.loc["SFT", "gold"]
+    out["gain_per_second"] = out.gold_gain / out.train_seconds
+    out["gain_per_nat"] = (out.gold_gain / out.kl).where(out.kl >= min_kl)
+    return out

@@ -224,3 +224,50 @@ def test_reading_explains_a_negative_kl():
         beyond_ppo.reading(table.loc[["SFT"]])
     with pytest.raises(ValueError, match="at least one run"):
         beyond_ppo.training_summary([])
+
+
+def test_group_advantages_follow_trl_formulas():
+    rewards = np.array([[0.50, 0.51], [-1.0, 1.0]])  # a near-tie and a clear difference, k = 2
+    grpo = beyond_ppo.group_advantages(rewards, "GRPO")
+    rloo = beyond_ppo.group_advantages(rewards, "RLOO")
+    # GRPO with two answers: +-1/sqrt(2) whatever the gap (the near-tie loses only the 1e-4 of the denominator)
+    np.testing.assert_allclose(np.abs(grpo), 1 / np.sqrt(2), rtol=2e-2)
+    np.testing.assert_allclose(rloo, [[-0.01, 0.01], [-2.0, 2.0]], atol=1e-12)  # RLOO keeps the gap
+    wide = np.random.default_rng(0).normal(size=(5, 8))
+    for method in ("RLOO", "GRPO"):
+        np.testing.assert_allclose(beyond_ppo.group_advantages(wide, method).sum(axis=1), 0, atol=1e-9)
+    # leave-one-out = k/(k-1) times the mean-centred reward; GRPO's rows have (Bessel) standard deviation ~1
+    np.testing.assert_allclose(beyond_ppo.group_advantages(wide, "RLOO"), 8 / 7 * (wide - wide.mean(1, keepdims=True)))
+    np.testing.assert_allclose(beyond_ppo.group_advantages(wide, "GRPO").std(axis=1, ddof=1), 1, rtol=1e-3)
+    with pytest.raises(ValueError, match="k >= 2"):
+        beyond_ppo.group_advantages(np.ones((3, 1)), "RLOO")
+    with pytest.raises(ValueError, match="'RLOO' or 'GRPO'"):
+        beyond_ppo.group_advantages(rewards, "PPO")
+
+
+def _table(rows):
+    base = dict(beta=0.1, gold_low=0.0, gold_high=1.0, win_rate=0.6, win_low=0.55, reward=0.0, wins=1, ties=1, losses=0)
+    return pd.DataFrame([{**base, **r} for r in rows]).set_index("policy")
+
+
+def test_merge_tables_and_efficiency():
+    sft = {"policy": "SFT", "method": "SFT", "gold": 0.5, "kl": 0.0, "train_seconds": math.nan}
+    first = _table([sft, {"policy": "DPO (beta=0.1)", "method": "DPO", "gold": 0.7, "kl": 2.0, "train_seconds": 4.0}])
+    second = _table([sft, {"policy": "DPO (beta=0.1)", "method": "DPO", "gold": 0.1, "kl": 2.0, "train_seconds": 4.0},
+                     {"policy": "GRPO (beta=0)", "method": "GRPO", "gold": 0.6, "kl": 0.05, "train_seconds": 5.0}])
+    merged = beyond_ppo.merge_tables(first, second)
+    assert list(merged.index) == ["SFT", "DPO (beta=0.1)", "GRPO (beta=0)"]
+    assert merged.loc["DPO (beta=0.1)", "gold"] == 0.7  # the first table's row of a policy seen twice
+    table = beyond_ppo.efficiency(merged)
+    assert list(table.index) == ["DPO (beta=0.1)", "GRPO (beta=0)"]
+    assert table.loc["DPO (beta=0.1)", "gold_gain"] == pytest.approx(0.2)
+    assert table.loc["DPO (beta=0.1)", "gain_per_second"] == pytest.approx(0.05)
+    assert table.loc["DPO (beta=0.1)", "gain_per_nat"] == pytest.approx(0.1)
+    assert math.isnan(table.loc["GRPO (beta=0)", "gain_per_nat"])  # KL 0.05 < min_kl: no ratio
+    assert beyond_ppo.efficiency(merged, min_kl=0.01).loc["GRPO (beta=0)", "gain_per_nat"] == pytest.approx(2.0)
+    other = first.copy()
+    other.loc["SFT", "gold"] = 0.4
+    with pytest.raises(ValueError, match="SFT rows differ"):
+        beyond_ppo.merge_tables(first, other)
+    with pytest.raises(ValueError, match="SFT row"):
+        beyond_ppo.efficiency(merged.drop("SFT"))
