@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 PROFILE ?= tiny
 
-.PHONY: install course solutions seeds test lab lint data links clean
+.PHONY: install course stages solutions seeds test lab lint data links clean
 
 # pip writes the bytecode of every installed module up front: where PYTHONDONTWRITEBYTECODE is set (as on this
 # project's machines) Python would otherwise compile torch and transformers again in every process (~20 s a kernel).
@@ -26,6 +26,11 @@ install: $(STAMP)
 ## Execute notebooks 00 -> 10 in order on the tiny profile; executed copies and results land in outputs/.
 course: $(STAMP)
 	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course
+
+## Before a workshop: notebooks 01-05 only, i.e. every stage the later notebooks read (data, base model, SFT, QLoRA,
+## reward model, PPO), built in advance (workshop/README.md).
+stages: $(STAMP)
+	RLHF_PROFILE=$(PROFILE) $(BIN)/python -m rlhf_helpers course --only 01,02,03,04,05
 
 ## Every exercise's solution (notebooks/solutions/), after building the stages they read; the executed copies land
 ## in outputs/notebooks/, what the exercises write in outputs/exercises/ (the course's own outputs stay unchanged).
