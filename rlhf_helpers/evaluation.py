@@ -131,6 +131,30 @@ register_policy("sft_qlora", "SFT (QLoRA)", _load_sft("sft_qlora"), from_referen
 register_policy("ppo", "PPO", _load_ppo)
 
 
+def sweep_policy_loader(beta: float) -> Callable[[Profile], tuple[Any, Any]]:
+    """A loader for :func:`register_policy`: the final policy of notebook 05's beta sweep at ``beta``
+    (:func:`~rlhf_helpers.ppo_runs.sweep_policy_dir`), with the tokenizer saved beside it. It looks in the profile's
+    output root, then in the root an exercise's paths read from (``Paths.reads_from``); missing ->
+    :class:`~rlhf_helpers.core.artifacts.MissingStageError` naming notebook 05 (:func:`load_policies` skips it)."""
+    from . import ppo_runs
+
+    def load(profile: Profile) -> tuple[Any, Any]:
+        roots = [profile.paths] + ([Paths(profile.paths.reads_from, profile.paths.data_dir)]
+                                   if profile.paths.reads_from is not None else [])
+        path = next((ppo_runs.sweep_policy_dir(p, beta) for p in roots
+                     if (ppo_runs.sweep_policy_dir(p, beta) / "config.json").exists()), None)
+        if path is None:
+            raise MissingStageError(f"No beta-sweep policy for beta={beta:g} at {ppo_runs.sweep_policy_dir(roots[-1], beta)}"
+                                    f". Run notebooks/{notebook('ppo')} (its sweep_betas must include {beta:g}) first.")
+        tokenizer = loading.load_tokenizer(path)
+        with loading.quiet_transformers():
+            model = ppo_runs.load_ppo_policy(path)
+        loading.sync_special_tokens(model, tokenizer)
+        return model.eval(), tokenizer
+
+    return load
+
+
 @dataclass
 class LoadedPolicies:
     """:func:`load_policies`' result: the loaded policies (registry order) and, per skipped one (by its label),
@@ -500,6 +524,65 @@ def make_plots(ev: Evaluation, paths: Paths) -> dict[str, Path]:
         plt.close(fig)
     return out
 
+
+
+# ============================================================================= notebook 06's exercises
+def tie_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Wins, ties and losses against the reference per model (``frame``: :attr:`Evaluation.results`), the win rate
+    with ties counted half (the course's), the share of ties, and the win rate that ignores ties,
+    ``wins / (wins + losses)`` (NaN when every prompt is a tie). Models without a reference comparison are left out."""
+    table = frame[["wins", "ties", "losses", "win_rate"]].dropna().astype({"wins": int, "ties": int, "losses": int})
+    n = table["wins"] + table["ties"] + table["losses"]
+    decided = table["wins"] + table["losses"]
+    table["tie_share"] = table["ties"] / n
+    table["win_rate_no_ties"] = (table["wins"] / decided.where(decided > 0)).astype(float)
+    return table
+
+
+def proxy_gold_disagreements(answers: pd.DataFrame, policy: str = "PPO", reference: str = "SFT (full)") -> pd.DataFrame:
+    """Prompts where ``policy`` beats ``reference`` on the learned reward but loses on the judge (``answers``:
+    :meth:`Evaluation.per_prompt`, one row per (policy, prompt)), largest reward gain first. Columns: the prompt,
+    both answers, ``reward_gain`` and ``judge_loss`` (reference's judge score minus the policy's, > 0)."""
+    import pandas as pd
+
+    a = answers[answers["policy"] == policy].set_index("prompt_id")
+    b = answers[answers["policy"] == reference].set_index("prompt_id")
+    if a.empty or b.empty:
+        raise ValueError(f"answers has no rows of {policy!r} or {reference!r}: {sorted(answers['policy'].unique())}")
+    both = a.join(b, lsuffix="_policy", rsuffix="_reference", how="inner")
+    out = pd.DataFrame({"prompt": both["prompt_policy"], f"{policy} answer": both["answer_policy"],
+                        f"{reference} answer": both["answer_reference"],
+                        "reward_gain": both["reward_policy"] - both["reward_reference"],
+                        "judge_loss": both["judge_reference"] - both["judge_policy"]})
+    return out[(out["reward_gain"] > 0) & (out["judge_loss"] > 0)].sort_values("reward_gain", ascending=False)
+
+
+def decoding_spread(results: Mapping[str, pd.DataFrame],
+                    metrics: Sequence[str] = ("reward_mean", "judge_mean", "win_rate")) -> pd.DataFrame:
+    """How far each number moves between evaluations of the same policies (``results``: run name -> results frame,
+    e.g. greedy and sampled with two seeds). One row per (model, metric): its value in each run, ``spread``
+    (largest minus smallest), ``ci_half`` (the largest half-width of its 95% interval over the runs: the bootstrap
+    interval for the win rate, 1.96 std / sqrt(n) for a mean) and ``beyond_ci`` (spread > ci_half)."""
+    import pandas as pd
+
+    if not results:
+        raise ValueError("decoding_spread needs at least one results frame")
+    frames = list(results.values())
+    rows = []
+    for model in frames[0].index:
+        for metric in metrics:
+            values = {name: float(f.loc[model, metric]) for name, f in results.items()}
+            if any(math.isnan(v) for v in values.values()):
+                continue
+            if metric == "win_rate":
+                half = max(float(f.loc[model, "win_high"] - f.loc[model, "win_low"]) / 2 for f in frames)
+            else:
+                std = metric.removesuffix("_mean") + "_std"
+                half = max(1.96 * float(f.loc[model, std]) / math.sqrt(float(f.loc[model, "n"])) for f in frames)
+            spread = max(values.values()) - min(values.values())
+            rows.append({"model": model, "metric": metric, **values, "spread": spread, "ci_half": half,
+                         "beyond_ci": spread > half})
+    return pd.DataFrame(rows).set_index(["model", "metric"])
 
 # ============================================================================================== explorer
 def _as_policies(policies: Mapping[str, Any], tokenizer: Any) -> list[Policy]:

@@ -54,8 +54,8 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -836,11 +836,22 @@ FLATTERY_CLOSE = "Thank you so much for asking, you are wonderful and I am so ha
 POLITE_EMPTY = "Happy to help! Great question. I hope this helps, and good luck!"
 
 
-def fool_variants(prompt: str, reference: str, other_reference: str) -> dict[str, str]:
+Variant = Callable[[str, str, str], str]  # (prompt, reference, other_reference) -> an answer to try
+
+
+def fool_variants(prompt: str, reference: str, other_reference: str,
+                  extra: Mapping[str, Variant] | None = None) -> dict[str, str]:
     """Answers that try to game a reward model, built from a good ``reference`` answer to ``prompt``:
     longer (two answers joined), repeated three times, flattering, polite but empty, keyword-stuffed (the
-    answer's longest words, repeated), and an off-topic answer (``other_reference``, written for another prompt)."""
+    answer's longest words, repeated), and an off-topic answer (``other_reference``, written for another prompt).
+    ``extra``: more variants, name -> ``f(prompt, reference, other_reference)`` (e.g. ``{"ALL CAPS": lambda p, r,
+    o: r.upper()}``), added after the built-in ones."""
     words = sorted(set(_words(reference)) - judge.STOPWORDS, key=lambda w: (-len(w), w))[:4] or ["answer"]
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & {"reference", "longer (two answers)", "repeated 3x", "flattering",
+                                 "polite, no content", "keyword stuffing", "off-topic answer"})
+    if clash:
+        raise ValueError(f"extra variants may not replace the built-in ones: {clash}")
     return {
         "reference": reference,
         "longer (two answers)": f"{reference} {other_reference}",
@@ -849,13 +860,16 @@ def fool_variants(prompt: str, reference: str, other_reference: str) -> dict[str
         "polite, no content": POLITE_EMPTY,
         "keyword stuffing": " ".join(words * 4) + ".",
         "off-topic answer": other_reference,
+        **{name: make(prompt, reference, other_reference) for name, make in extra.items()},
     }
 
 
 def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequence[str],
-               others: Sequence[str], judge_scores: judge.Scores = judge.gold_scores) -> pd.DataFrame:
+               others: Sequence[str], judge_scores: judge.Scores = judge.gold_scores,
+               extra: Mapping[str, Variant] | None = None) -> pd.DataFrame:
     """Score every :func:`fool_variants` of each (prompt, reference) by the reward model and the judge (``judge_scores``:
-    the course's gold judge by default; on other data ``judge.load_judge(profile).scores``).
+    the course's gold judge by default; on other data ``judge.load_judge(profile).scores``); ``extra``: more
+    variants (see :func:`fool_variants`).
 
     One row per variant: mean RM score, mean gold score, and how often each of them ranks the variant *above*
     the plain reference answer. ``RM fooled %`` = pairs where the RM prefers the variant while the gold judge
@@ -865,7 +879,7 @@ def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequenc
 
     rows = [{"variant": k, "prompt": p, "response": v}
             for p, ref, other in zip(prompts, references, others, strict=True)
-            for k, v in fool_variants(p, ref, other).items()]
+            for k, v in fool_variants(p, ref, other, extra).items()]
     df = pd.DataFrame(rows)
     df["rm"] = source.score(list(df["prompt"]), list(df["response"])).numpy()
     df["gold"] = list(judge_scores(list(df["prompt"]), list(df["response"])))
@@ -879,6 +893,99 @@ def fool_table(source: RewardSource, prompts: Sequence[str], references: Sequenc
     for col in ("RM prefers it %", "gold prefers it %", "RM fooled %"):
         table[col] *= 100
     return table.round(2)
+
+
+# ============================================================================ experiments (notebook 04's exercises)
+def train_and_score(profile: Profile, train: Dataset, test: Dataset, cfg: RewardConfig | None = None,
+                    judge_scores: judge.Scores | None = judge.gold_scores, warmup: Dataset | None = None,
+                    warmup_steps: int = 0, progress: bool = True) -> tuple[RewardRun, pd.DataFrame]:
+    """One reward-model variant from start to finish: a fresh backbone (:func:`load_backbone`, the head seeded by
+    ``cfg.seed``), an optional warm-up of ``warmup_steps`` on ``warmup`` pairs (e.g. :func:`relevance_pairs`), training
+    on ``train`` with ``cfg`` (default ``profile.reward``), then ``test`` scored (:func:`score_pairs`).
+
+    Returns the run (its ``seconds`` include the warm-up) and the scored test pairs. Nothing is saved: the course's
+    reward model (checkpoint ``reward``) stays as notebook 04 wrote it.
+    """
+    cfg = cfg or profile.reward
+    model, tokenizer = load_backbone(profile, seed=cfg.seed)
+    warm_seconds = 0.0
+    if warmup is not None and warmup_steps > 0:
+        warm = train_reward_model(model, tokenizer, warmup, replace(cfg, max_steps=warmup_steps, use_margin=False),
+                                  progress=progress)
+        model, warm_seconds = warm.model, warm.seconds
+    run = train_reward_model(model, tokenizer, train, cfg, progress=progress)
+    run.seconds += warm_seconds
+    return run, score_pairs(RewardModelSource(run.model, tokenizer), test, judge_scores)
+
+
+def accuracy_comparison(scored: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """:func:`accuracy_by_group` of several reward models on the same pairs side by side: ``pairs`` and one
+    column of accuracy (%) per model (``scored``: name -> :func:`score_pairs` result), rounded to 0.1."""
+    import pandas as pd
+
+    if not scored:
+        raise ValueError("accuracy_comparison needs at least one scored set of pairs")
+    tables = {name: accuracy_by_group(df) for name, df in scored.items()}
+    first = next(iter(tables.values()))
+    for name, t in tables.items():
+        if not t["pairs"].equals(first["pairs"]):
+            raise ValueError(f"{name!r} was scored on other pairs than {next(iter(tables))!r}")
+    return pd.concat([first[["pairs"]]] + [t[["accuracy"]].rename(columns={"accuracy": n})
+                                           for n, t in tables.items()], axis=1).round(1)
+
+
+def plot_accuracy_comparison(table: pd.DataFrame, title: str = "pairwise accuracy per group") -> Figure:
+    """Grouped horizontal bars of :func:`accuracy_comparison`: one group per row (all pairs, clean, flipped, each
+    failure type), one bar per model; the dotted line is chance (50%)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .core.plots import color
+
+    models = [c for c in table.columns if c != "pairs"]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) * max(1, len(models) / 2) + 1.5))
+    ys = np.arange(len(table))[::-1]
+    height = 0.8 / len(models)
+    for i, name in enumerate(models):
+        ax.barh(ys + (len(models) - 1) / 2 * height - i * height, table[name], height, color=color(i), label=name)
+    ax.axvline(50, color="gray", ls=":", lw=1, label="chance (50%)")
+    ax.set_yticks(ys, [f"{k} (n={n})" for k, n in table["pairs"].items()], fontsize=8)
+    ax.set(xlim=(0, 100), xlabel="pairs ordered like the label (%)", title=title)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def first_sentences(text: str, n: int = 2) -> str:
+    """The first ``n`` sentences of ``text`` (split after ``.``, ``!`` or ``?`` followed by a space)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    return " ".join(_SENTENCE_END.split(text.strip())[:n])
+
+
+def short_vs_full(source: RewardSource, prompts: Sequence[str], answers: Sequence[str], n: int = 2,
+                  judge_scores: judge.Scores | None = judge.gold_scores) -> pd.DataFrame:
+    """Each answer against its first ``n`` sentences (:func:`first_sentences`), scored by ``source`` (and the judge
+    unless ``judge_scores`` is None). Answers with ``n`` sentences or fewer are left out (nothing to cut). Columns:
+    ``prompt``, ``full``, ``short``, ``rm_full``, ``rm_short``, ``prefers_short`` (``rm_short > rm_full``: the
+    reward model prefers the cut answer) and the judge's ``gold_full``, ``gold_short``."""
+    import pandas as pd
+
+    rows = [{"prompt": p, "full": a, "short": first_sentences(a, n)}
+            for p, a in zip(prompts, answers, strict=True) if first_sentences(a, n) != a.strip()]
+    df = pd.DataFrame(rows, columns=["prompt", "full", "short"])
+    prompts_, both = list(df["prompt"]), list(df["full"]) + list(df["short"])
+    scores = source.score(prompts_ + prompts_, both).numpy() if len(df) else []
+    df["rm_full"], df["rm_short"] = scores[: len(df)], scores[len(df) :]
+    df["prefers_short"] = df["rm_short"] > df["rm_full"]
+    if judge_scores is not None:
+        df["gold_full"] = list(judge_scores(prompts_, list(df["full"])))
+        df["gold_short"] = list(judge_scores(prompts_, list(df["short"])))
+    return df
 
 
 # ============================================================================================ plots
@@ -955,9 +1062,10 @@ def plot_fool(table: pd.DataFrame) -> Figure:
 __all__ = [
     "ClassifierSource", "LengthReward", "LexiconSentimentReward", "Normalization",
     "PolitenessReward", "RepetitionPenalty", "RewardModelSource", "RewardRun", "RewardSource", "WeightedSum",
-    "WordFrequencyReward", "accuracy_by_group", "accuracy_table", "add_gold_margins", "backbone_source",
-    "build_trainer", "fit_normalization", "fool_table", "fool_variants", "gold_agreement", "load_backbone",
-    "load_reward_model", "load_reward_source", "load_reward_tokenizer", "plot_fool", "plot_scores",
-    "plot_training", "read_reward_info", "relevance_pairs", "save_reward_model", "score_pairs", "scored_records",
+    "WordFrequencyReward", "accuracy_by_group", "accuracy_comparison", "accuracy_table", "add_gold_margins",
+    "backbone_source", "build_trainer", "first_sentences", "fit_normalization", "fool_table", "fool_variants",
+    "gold_agreement", "load_backbone", "load_reward_model", "load_reward_source", "load_reward_tokenizer",
+    "plot_accuracy_comparison", "plot_fool", "plot_scores", "plot_training", "read_reward_info", "relevance_pairs",
+    "save_reward_model", "score_pairs", "scored_records", "short_vs_full", "train_and_score",
     "train_regression_model", "train_reward_model", "trainer_dataset",
 ]

@@ -222,3 +222,67 @@ def test_markdown_table_keeps_integers_whole_and_floats_rounded():
     assert ev.markdown_table(frame).splitlines() == [
         "| model | wins | win rate | note |", "|---|---:|---:|---:|",
         "| PPO | 140 | 0.891 | a\\|b |", "| SFT | 5 | – | c |"]
+
+
+# ------------------------------------------------------------------------------ notebook 06's exercises
+def test_sweep_policy_loader_reads_the_sweep_folder_or_names_notebook_05(tmp_path, tiny_tokenizer, make_tiny_model):
+    import dataclasses
+
+    import torch
+
+    course = _tiny_profile(tmp_path)
+    with pytest.raises(ev.MissingStageError, match="05_ppo.ipynb"):
+        ev.sweep_policy_loader(0.5)(course)
+    model = make_tiny_model(seed=4)
+    folder = ppo_runs.sweep_policy_dir(course.paths, 0.5)
+    model.save_pretrained(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    exercise = dataclasses.replace(course, paths=Paths(tmp_path / "ex", tmp_path / "data", reads_from=course.paths.root))
+    loaded, tokenizer = ev.sweep_policy_loader(0.5)(exercise)  # an exercise reads the course's sweep
+    assert not loaded.training and tokenizer.pad_token_id == tiny_tokenizer.pad_token_id
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(torch.tensor([[5, 6]])).logits.cpu(), model(torch.tensor([[5, 6]])).logits)
+    ev.register_policy("ppo_test_sweep", "PPO (sweep)", ev.sweep_policy_loader(0.5))
+    try:
+        assert list(ev.load_policies(exercise, ["ppo_test_sweep"]).policies) == ["ppo_test_sweep"]
+        assert list(ev.load_policies(exercise, ["ppo_test_sweep", "base"]).skipped) == ["base"]  # no base anywhere
+    finally:
+        del ev.POLICIES["ppo_test_sweep"]
+
+
+def test_tie_table_counts_ties_and_the_win_rate_without_them():
+    frame = pd.DataFrame({"wins": [0, 6, 1], "ties": [10, 2, 9], "losses": [0, 2, 0], "win_rate": [0.5, 0.7, 0.55]},
+                         index=["SFT", "PPO", "QLoRA"]).reindex(["base", "SFT", "PPO", "QLoRA"])
+    table = ev.tie_table(frame)
+    assert list(table.index) == ["SFT", "PPO", "QLoRA"]  # base: no comparison
+    assert table.loc["PPO", "win_rate_no_ties"] == 0.75 and table.loc["QLoRA", "win_rate_no_ties"] == 1.0
+    assert table.loc["PPO", "tie_share"] == 0.2 and pd.isna(table.loc["SFT", "win_rate_no_ties"])  # all ties
+
+
+def test_proxy_gold_disagreements_keep_reward_up_judge_down():
+    rows = []
+    for pid, (r_ppo, r_sft, j_ppo, j_sft) in enumerate([(2, 1, 0.2, 0.8), (3, 0, 0.1, 0.9), (2, 1, 0.9, 0.2),
+                                                         (0, 1, 0.1, 0.8)]):
+        rows += [{"policy": "PPO", "prompt_id": pid, "prompt": f"p{pid}", "answer": f"ppo{pid}", "reward": r_ppo,
+                  "judge": j_ppo},
+                 {"policy": "SFT (full)", "prompt_id": pid, "prompt": f"p{pid}", "answer": f"sft{pid}",
+                  "reward": r_sft, "judge": j_sft}]
+    found = ev.proxy_gold_disagreements(pd.DataFrame(rows))
+    assert list(found["prompt"]) == ["p1", "p0"]  # largest reward gain first
+    assert found.iloc[0]["PPO answer"] == "ppo1" and found.iloc[0]["judge_loss"] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="no rows"):
+        ev.proxy_gold_disagreements(pd.DataFrame(rows), policy="DPO")
+
+
+def test_decoding_spread_compares_each_move_with_its_interval():
+    def frame(win, judge):
+        return pd.DataFrame({"n": [100], "win_rate": [win], "win_low": [win - 0.05], "win_high": [win + 0.05],
+                             "judge_mean": [judge], "judge_std": [0.5], "reward_mean": [float("nan")],
+                             "reward_std": [float("nan")]}, index=["PPO"])
+
+    spread = ev.decoding_spread({"seed 0": frame(0.8, 0.70), "seed 1": frame(0.7, 0.71)})
+    assert list(spread.index) == [("PPO", "judge_mean"), ("PPO", "win_rate")]  # NaN reward: left out
+    win, judge = spread.loc[("PPO", "win_rate")], spread.loc[("PPO", "judge_mean")]
+    assert win["spread"] == pytest.approx(0.1) and win["ci_half"] == pytest.approx(0.05) and win["beyond_ci"]
+    assert judge["ci_half"] == pytest.approx(1.96 * 0.5 / 10) and not judge["beyond_ci"]
+    assert win["seed 0"] == 0.8

@@ -431,3 +431,66 @@ def test_keyword_stuffing_is_the_same_in_every_process():
 
     stuffed = fool_variants("p", "omega delta gamma alpha bravo", "x")["keyword stuffing"]
     assert stuffed == " ".join(["alpha", "bravo", "delta", "gamma"] * 4) + "."
+
+
+# ------------------------------------------------------------------------ notebook 04's exercises
+def test_extra_fool_variants_are_scored_after_the_built_in_ones():
+    prompts = ["How do I cook fluffy rice?", "How do I fix a leaky faucet?"]
+    refs = ["Rinse the rice, use a tight lid, and let it rest.", "Turn off the water and replace the washer."]
+    extra = {"ALL CAPS": lambda p, ref, other: ref.upper()}
+    variants = reward.fool_variants(prompts[0], refs[0], refs[1], extra)
+    assert list(variants)[-1] == "ALL CAPS" and variants["ALL CAPS"] == refs[0].upper()
+    assert "ALL CAPS" not in reward.fool_variants(prompts[0], refs[0], refs[1])
+    with pytest.raises(ValueError, match="built-in"):
+        reward.fool_variants(prompts[0], refs[0], refs[1], {"reference": lambda p, r, o: r})
+    table = reward.fool_table(reward.LengthReward(), prompts, refs, refs[::-1], extra=extra)
+    caps = table.loc["ALL CAPS"]
+    assert caps["RM prefers it %"] == 0 and caps["gold score"] == table.loc["reference", "gold score"]  # same words
+
+
+def _scored(correct: list[bool], failures: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"correct": correct, "failure": failures, "label_noise": [False] * len(correct)})
+
+
+def test_accuracy_comparison_puts_models_side_by_side_and_plots_them():
+    failures = ["rude", "rude", "vague", "vague"]
+    table = reward.accuracy_comparison({"a": _scored([True, True, False, True], failures),
+                                        "b": _scored([True, False, False, False], failures)})
+    assert list(table.columns) == ["pairs", "a", "b"]
+    assert table.loc["all pairs", "a"] == 75 and table.loc["clean: rude", "b"] == 50 and table.loc["clean: vague", "b"] == 0
+    fig = reward.plot_accuracy_comparison(table)
+    assert len(fig.axes[0].patches) == 2 * len(table)  # one bar per (group, model)
+    with pytest.raises(ValueError, match="other pairs"):
+        reward.accuracy_comparison({"a": _scored([True] * 4, failures), "c": _scored([True] * 3, failures[:3])})
+    with pytest.raises(ValueError):
+        reward.accuracy_comparison({})
+
+
+def test_first_sentences_and_short_versus_full_answers():
+    text = "Rinse the rice. Use a tight lid! Let it rest? Serve it warm."
+    assert reward.first_sentences(text, 2) == "Rinse the rice. Use a tight lid!"
+    assert reward.first_sentences("One sentence only.", 2) == "One sentence only."
+    with pytest.raises(ValueError):
+        reward.first_sentences(text, 0)
+    prompts = ["How do I cook rice?", "How do I fix a faucet?"]
+    df = reward.short_vs_full(reward.LengthReward(), prompts, [text, "Turn off the water. Replace the washer."])
+    assert len(df) == 1 and df.loc[0, "short"] == "Rinse the rice. Use a tight lid!"  # two sentences: nothing to cut
+    assert bool(df.loc[0, "prefers_short"])  # brevity prefers the cut answer
+    assert {"gold_full", "gold_short", "rm_full", "rm_short"} <= set(df.columns)
+    assert "gold_full" not in reward.short_vs_full(reward.LengthReward(), prompts, [text, text], judge_scores=None)
+
+
+def test_train_and_score_trains_a_fresh_backbone_and_scores_the_test_pairs(pairs, rm_tokenizer, tmp_path):
+    lm = base_model.build_tiny_model(RM_MODEL, rm_tokenizer, seed=0)
+    lm.save_pretrained(tmp_path / "backbone")
+    rm_tokenizer.save_pretrained(tmp_path / "backbone")
+    cfg = dataclasses.replace(RM_CFG, max_steps=3, base=str(tmp_path / "backbone"))
+    profile = dataclasses.replace(get_profile("tiny", paths=Paths(root=tmp_path / "out", data_dir=REPO_ROOT / "data")),
+                                  reward=cfg)
+    train, test = pairs[0].select(range(64)), pairs[1].select(range(16))
+    run, scored = reward.train_and_score(profile, train, test, progress=False)
+    assert len(scored) == 16 and {"rm_chosen", "rm_rejected", "correct", "gold_chosen"} <= set(scored.columns)
+    assert run.pairs == {"train": 64} and run.seconds > 0
+    warm, _ = reward.train_and_score(profile, train, test, judge_scores=None, progress=False,
+                                     warmup=reward.relevance_pairs(train), warmup_steps=2)
+    assert warm.seconds > 0 and not (tmp_path / "out").exists()  # nothing saved
