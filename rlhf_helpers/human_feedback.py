@@ -11,7 +11,10 @@ simulated annotator with a stated taste -- and the labels train a reward model t
   Bradley-Terry noise and a tie margin: it presses the same buttons, so its labels go through the same file.
 * :func:`read_labels`, :func:`merge_labels`, :func:`agreement_table`, :func:`disagreements` -- the workshop loop.
 * :func:`label_pairs_dataset`, :func:`with_course_pairs`, :func:`train_on_labels`, :func:`reward_agreement` -- from
-  labels to a reward model.
+  labels to a reward model; :func:`judge_agreement` -- the same count against the judge's order.
+* :func:`simulate_labels`, :func:`answer_pairs`, :func:`duel_table`, :func:`plot_differences` -- the exercises'
+  solutions: a simulated annotator's fresh label file, two policies' answers as pairs to label (and who prefers
+  which), the paired differences as a figure.
 
 A label file is JSON Lines, one event per line: ``{"event": "label", "pair_id", "annotator", "button": "A"|"B"|
 "tie"|"skip", "choice": 0|1|"tie"|"skip", "left": 0|1, "reason", "time", "model", "sampling"}`` (``choice``: the index
@@ -343,6 +346,18 @@ class SimulatedAnnotator:
         return cls(name, cfg.annotator_per_word, cfg.annotator_noise, cfg.annotator_tie_margin, seed=cfg.seed)
 
 
+def simulate_labels(annotator: SimulatedAnnotator, pairs: Sequence[Mapping[str, Any]], paths: Paths,
+                    num_labels: int | None = None, heldout: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """A fresh label file of ``annotator`` under ``paths`` (:func:`label_file`; an earlier one is replaced): it labels
+    the first ``num_labels`` of ``pairs`` (None: all), then every pair of ``heldout``. Returns the file."""
+    path = label_file(paths, annotator.name)
+    path.unlink(missing_ok=True)
+    annotator.label(LabelSession(pairs, path, annotator.name), num_labels)
+    if heldout:
+        annotator.label(LabelSession(heldout, path, annotator.name))
+    return path
+
+
 # ======================================================================================== the workshop loop
 def read_labels(paths: Iterable[str | Path], pairs: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
     """Every label in force in the given files: one row per (annotator, pair) with ``choice``, ``button``,
@@ -499,6 +514,55 @@ def reward_agreement(score: Callable[[list[str], list[str]], Any], pairs: Sequen
     return {"pairs": len(chosen), "agreement": float(np.mean(predicted == mine.choice.to_numpy(dtype=int)))}
 
 
+def judge_agreement(score: Callable[[list[str], list[str]], Any], pairs: Sequence[Mapping[str, Any]],
+                    scores: judge.Scores = judge.gold_scores) -> dict[str, float]:
+    """:func:`reward_agreement` against a judge (:func:`judge_choices`) instead of an annotator: how often
+    ``score`` orders the pairs as the judge does, on the pairs the judge does not score equal."""
+    choices = judge_choices(pairs, scores, "judge")
+    labels = pd.DataFrame({"annotator": "judge", "pair_id": choices.index, "choice": choices.to_numpy()})
+    return reward_agreement(score, pairs, labels, "judge")
+
+
+def answer_pairs(prompts: Sequence[str], first: Sequence[str], second: Sequence[str], model: str = "",
+                 prefix: str = "q") -> list[dict[str, Any]]:
+    """Two policies' answers to the same prompts as pairs (``answers = [first[i], second[i]]``, ids ``q00000``...
+    by prompt index), so an annotator, a judge or a reward model can order them; a prompt both answered with the
+    same text is left out (nothing to choose between)."""
+    if not len(prompts) == len(first) == len(second):
+        raise ValueError(f"answer_pairs: {len(prompts)} prompts, {len(first)} and {len(second)} answers")
+    return [{"pair_id": f"{prefix}{i:05d}", "prompt": p, "answers": [a, b], "model": model, "sampling": None}
+            for i, (p, a, b) in enumerate(zip(prompts, first, second, strict=True)) if a != b]
+
+
+def duel_table(score: Callable[[list[str], list[str]], Any], prompts: Sequence[str],
+               answers: Mapping[str, Sequence[str]], reference: str, annotator: SimulatedAnnotator,
+               paths: Paths) -> pd.DataFrame:
+    """Whose taste does a policy serve? Each policy of ``answers`` (label -> one answer per prompt) but
+    ``reference`` has its answers paired with the reference's (:func:`answer_pairs`: answer 0 the reference's,
+    answer 1 the policy's); ``annotator`` labels every pair into a fresh file under ``paths``
+    (:func:`simulate_labels`) and ``score`` orders them. One row per policy: the pairs the annotator decided (no
+    tie), the share of them where it prefers the policy's answer, the share where ``score`` does, and how often
+    ``score`` orders them as the annotator did (:func:`reward_agreement`)."""
+    others = [name for name in answers if name != reference]
+    duels = {name: answer_pairs(prompts, answers[reference], answers[name], f"{reference} vs {name}", prefix=f"q{i}_")
+             for i, name in enumerate(others)}
+    every = [p for duel in duels.values() for p in duel]
+    labels = read_labels([simulate_labels(annotator, every, paths)], every)
+    rows = {}
+    for name, duel in duels.items():
+        mine = labels[labels.choice.isin([0, 1]) & labels.pair_id.isin({p["pair_id"] for p in duel})]
+        decided = [p for p in duel if p["pair_id"] in set(mine.pair_id)]
+        row = {"pairs decided": len(decided), "annotator prefers the policy": np.nan, "score prefers the policy": np.nan,
+               "score agrees with the annotator": np.nan}
+        if decided:
+            s0, s1 = score_answers(score, decided)
+            row |= {"annotator prefers the policy": float((mine.choice == 1).mean()),
+                    "score prefers the policy": float(np.mean(s1 > s0)),
+                    "score agrees with the annotator": reward_agreement(score, duel, labels, annotator.name)["agreement"]}
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("policy")
+
+
 # ========================================================================================= did it work?
 def paired_interval(diff: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile-bootstrap interval of the mean of per-prompt differences ``diff`` ``[N]``."""
@@ -528,6 +592,28 @@ def compare_answers(prompts: Sequence[str], answers: Mapping[str, Sequence[str]]
                 row |= {f"{key}_diff": float(diff.mean()), f"{key}_diff_low": low, f"{key}_diff_high": high}
         rows.append(row)
     return pd.DataFrame(rows).set_index("policy")
+
+
+def plot_differences(table: pd.DataFrame, keys: Sequence[str] = ("words", "gold", "utility"),
+                     title: str = "") -> Any:
+    """One panel per measure of ``keys`` (a :func:`compare_answers` table): each policy's mean difference from the
+    reference policy, with its paired 95% interval; the dashed line is no change. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    others = table.dropna(subset=[f"{keys[0]}_diff"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 0.5 * len(others) + 1.6), squeeze=False)
+    y = np.arange(len(others))
+    for ax, key in zip(axes[0], keys, strict=True):
+        mid = others[f"{key}_diff"].to_numpy()
+        err = np.stack([mid - others[f"{key}_diff_low"].to_numpy(), others[f"{key}_diff_high"].to_numpy() - mid])
+        ax.errorbar(mid, y, xerr=err, fmt="o", capsize=4)
+        ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
+        ax.set_yticks(y, others.index if ax is axes[0][0] else [""] * len(y))
+        ax.set_ylim(len(others) - 0.4, -0.6)  # the table's order, top to bottom
+        ax.set_title(f"{key}: difference from {table.index[0]}", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def rollout_sampling(profile: Profile, ppo_cfg: Any) -> Any:
@@ -596,12 +682,19 @@ def save_results(table: pd.DataFrame, agree: pd.DataFrame, agreement: Mapping[st
 def reading(table: pd.DataFrame, after: Mapping[str, float], before: Mapping[str, float]) -> str:
     """This run's result in sentences, generated from ``table`` (:func:`compare_answers`) and the reward models'
     held-out agreement (:func:`reward_agreement`) after and before training on the labels."""
-    ref, r, label, p = table.index[0], table.iloc[0], table.index[1], table.iloc[1]
     lines = [f"Reward model on {after['pairs']} held-out labels: agrees with the annotator on {after['agreement']:.1%} "
              f"(notebook 04's, before training on the labels: {before['agreement']:.1%})."]
+    return "\n".join(lines + differences(table, table.index[1]))
+
+
+def differences(table: pd.DataFrame, label: str) -> list[str]:
+    """One sentence per measure (words, gold score, the annotator's utility): policy ``label`` of ``table``
+    (:func:`compare_answers`) against the reference (its first row), with the paired interval and its verdict."""
+    ref, r, p = table.index[0], table.iloc[0], table.loc[label]
+    lines = []
     for key, unit in (("words", "words"), ("gold", "gold score"), ("utility", "annotator's utility")):
         low, high = p[f"{key}_diff_low"], p[f"{key}_diff_high"]
         verdict = "higher" if low > 0 else "lower" if high < 0 else "no clear change"
         lines.append(f"{label}: {unit} {p[key]:.3f} vs {ref} {r[key]:.3f} (difference {p[f'{key}_diff']:+.3f}, "
                      f"95% interval [{low:+.3f}, {high:+.3f}]: {verdict}).")
-    return "\n".join(lines)
+    return lines

@@ -7,7 +7,9 @@
 * checkpoints: :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`has_checkpoint`, :func:`load_ppo_policy`;
 * the beta sweep: :func:`beta_sweep`, :func:`sweep_summary`, :func:`save_beta_sweep`, :func:`load_ppo_logs`;
 * plots: :func:`plot_history`, :func:`plot_beta_sweep`;
-* :func:`load_course_stages` -- the SFT policy, its frozen reference, the reward model and the prompts.
+* :func:`load_course_stages` -- the SFT policy, its frozen reference, the reward model and the prompts;
+* exercises: :func:`replay_kl_controller` (the betas the adaptive controller picks for a sequence of KLs),
+  :func:`plot_runs` (several runs' curves on shared panels), :func:`start_and_end` (their first and last updates).
 
 This module imports :mod:`rlhf_helpers.ppo`, never the reverse: the trainer reaches checkpoints only through
 the :class:`~rlhf_helpers.ppo.Callback` hooks (:class:`Checkpoint`).
@@ -71,6 +73,8 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "loss/policy_avg": ("policy loss (clipped PPO)", "loss"),
     "loss/value_avg": ("value-head loss", "squared error"),
     "val/response_length": ("answer length", "tokens"),
+    "val/num_eos_tokens": ("answers that ended (EOS)", "answers per rollout"),
+    "objective/beta": ("KL coefficient β", "beta"),
     "val/clipfrac_avg": ("value updates clipped", "fraction of tokens"),
     "val/ratio": ("new / old probability ratio", "ratio (1 = unchanged)"),
 }
@@ -604,6 +608,61 @@ def plot_beta_sweep(results: Mapping[float, ppo.PPOResult],
     return fig
 
 
+def plot_runs(runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str], title: str = "",
+              legend_title: str = "run") -> plt.Figure:
+    """One panel per metric (titled in words, :data:`METRIC_LABELS`), one colour per run (``{label: log
+    records}``, e.g. a short run and the first updates of the course's main run): the comparisons of the
+    exercises. Keys no run logged are left out."""
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in keys if any(k in r for log in runs.values() for r in log)] or list(keys[:1])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys) + 1.2, 3.3), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        for i, (label, log) in enumerate(runs.items()):
+            xs, ys = series(log, "step", key)
+            if xs:
+                plot_series(ax, xs, ys, color(i), label)
+        _label_panel(ax, key)
+    labelled = {}  # every run once, though a run may be missing from some panels
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(label, handle)
+    legend_outside(axes.flat[-1], list(labelled.values()), list(labelled), title=legend_title)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def start_and_end(runs: Mapping[str, Sequence[Mapping[str, Any]]], keys: Sequence[str], last: int = 4) -> pd.DataFrame:
+    """Where each run (``{label: log records}``) started and ended: for each of ``keys``, its value at the first
+    update (the starting policy's own rollout) and its mean over the last ``last`` updates. Rows
+    ``(label, "update 1")`` and ``(label, "last <last> updates")``, one column per key."""
+    import pandas as pd
+
+    rows = {}
+    for label, log in runs.items():
+        frame = pd.DataFrame(list(log)).reindex(columns=list(keys))
+        rows[(label, "update 1")] = frame.iloc[0]
+        rows[(label, f"last {last} updates")] = frame.tail(last).mean()
+    return pd.DataFrame(rows).T
+
+
+def replay_kl_controller(kls: Sequence[float], cfg: PPOConfig, episodes: int | None = None) -> list[float]:
+    """The beta of each update (as logged, ``objective/beta``: the value the update's rewards used) that the KL
+    controller of ``cfg`` (:func:`~rlhf_helpers.ppo.make_kl_controller`: Ziegler et al.'s when ``cfg.adaptive_kl``)
+    picks for the measured ``kls`` (``objective/kl``, one per update), each update counting ``episodes`` answers
+    (default ``cfg.batch_size``). Fed a run's own KLs it gives back its logged betas; fed another horizon or
+    target, it shows how that controller would have moved beta for the same KLs (without the feedback: a
+    smaller beta would have let the KL grow faster)."""
+    ctl = ppo.make_kl_controller(cfg)
+    betas = []
+    for kl in kls:
+        betas.append(ctl.value)
+        ctl.update(float(kl), episodes or cfg.batch_size)
+    return betas
+
+
 # =====================================================================================================
 # The course's stages for PPO
 # =====================================================================================================
@@ -626,6 +685,18 @@ class PPOStages:
         return {"policy": self.policy, "ref_policy": self.ref_policy, "tokenizer": self.tokenizer,
                 "reward_source": self.reward_source, "prompts": self.prompts, "cfg": self.cfg,
                 "out_dir": self.out_dir, "starts_from": self.starts_from}
+
+    def short_run(self, cfg: PPOConfig, out_dir: str | Path, policy: Any = None, reward_source: Any = None,
+                  prompts: Sequence[str] | None = None,
+                  extra_metrics: Mapping[str, ppo.ExtraMetric] | None = None) -> ppo.PPOResult:
+        """An exercise's run (:func:`train_ppo`): a copy of ``policy`` (default: the SFT policy, never changed)
+        trained with ``cfg`` against ``reward_source`` (default: the course's) on ``prompts`` (default: all),
+        with this frozen reference; checkpointed in ``out_dir`` and started over there (no resume: the run shown
+        is always the one the settings give), without live plot, printed samples or progress bar."""
+        return train_ppo(copy.deepcopy(self.policy if policy is None else policy), self.ref_policy, self.tokenizer,
+                         self.reward_source if reward_source is None else reward_source,
+                         self.prompts if prompts is None else prompts, cfg, out_dir=out_dir, callbacks=[],
+                         resume=False, extra_metrics=extra_metrics, progress=False)
 
 
 def load_course_stages(profile: Profile, reward_source: Any | None = None) -> PPOStages:

@@ -286,3 +286,69 @@ def test_course_pairs_are_mixed_into_the_labels(monkeypatch):
         mixed = hf.with_course_pairs(profile, labelled)
         assert len(mixed) == expected and mixed.column_names == ["prompt", "chosen", "rejected"]
         assert mixed[0] == {"prompt": "q", "chosen": "short", "rejected": "long answer"}
+
+
+def test_simulate_labels_writes_a_fresh_file_under_the_paths_given(tmp_path):
+    pairs, held = make_pairs(8), [dict(p, pair_id=f"h{i}") for i, p in enumerate(make_pairs(3))]
+    paths = Paths(root=tmp_path / "exercise")
+    ann = hf.SimulatedAnnotator("short", per_word=0.03, noise=0.001)
+    path = hf.simulate_labels(ann, pairs, paths, 5, heldout=held)
+    assert path == hf.label_file(paths, "short") and path.is_relative_to(tmp_path / "exercise")
+    labels = hf.read_labels([path], pairs + held)
+    assert list(labels.pair_id) == [p["pair_id"] for p in pairs[:5] + held]
+    hf.simulate_labels(ann, pairs, paths, 2)  # replaced, not appended to
+    assert list(hf.read_labels([path], pairs).pair_id) == ["p00000", "p00001"]
+
+
+def test_judge_agreement_and_answer_pairs():
+    pairs = make_pairs(6) + [{"pair_id": "same", "prompt": "q", "answers": ["a b", "a b"]}]
+
+    def fewer_words(prompts, answers):
+        return [-len(a.split()) for a in answers]
+
+    assert hf.judge_agreement(fewer_words, pairs, fewer_words) == {"pairs": 6, "agreement": 1.0}  # the tie is out
+    assert hf.judge_agreement(lambda p, a: [len(x) for x in a], pairs, fewer_words)["agreement"] == 0.0
+    made = hf.answer_pairs(["q0", "q1", "q2"], ["a", "b", "c"], ["a", "x", "y"], model="SFT vs PPO")
+    assert [(p["pair_id"], p["answers"]) for p in made] == [("q00001", ["b", "x"]), ("q00002", ["c", "y"])]
+    assert made[0]["model"] == "SFT vs PPO" and hf.LabelSession(made, "unused.jsonl", "x").progress == (0, 2)
+    with pytest.raises(ValueError, match="3 prompts, 2 and 3 answers"):
+        hf.answer_pairs(["q0", "q1", "q2"], ["a", "b"], ["a", "x", "y"])
+
+
+def test_plot_differences_draws_one_panel_per_measure():
+    prompts = [p["prompt"] for p in make_pairs(10)]
+    long, short = make_pairs(1)[0]["answers"]
+    ann = hf.SimulatedAnnotator("short", per_word=0.03)
+    table = hf.compare_answers(prompts, {"SFT": [long] * 10, "PPO": [short] * 10, "DPO": [long] * 10}, ann, "SFT")
+    fig = hf.plot_differences(table, title="t")
+    assert len(fig.axes) == 3 and [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["PPO", "DPO"]
+    assert fig.axes[1].get_title() == "gold: difference from SFT"
+
+
+def test_differences_reads_any_row_against_the_first():
+    prompts = [p["prompt"] for p in make_pairs(10)]
+    long, short = make_pairs(1)[0]["answers"]
+    ann = hf.SimulatedAnnotator("short", per_word=0.03)
+    table = hf.compare_answers(prompts, {"SFT": [long] * 10, "PPO": [long] * 10, "DPO": [short] * 10}, ann, "SFT")
+    lines = hf.differences(table, "DPO")
+    assert len(lines) == 3 and lines[0].startswith("DPO: words") and lines[0].endswith(": lower).")
+    assert lines[2].startswith("DPO: annotator's utility") and lines[2].endswith(": higher).")
+    assert hf.differences(table, "PPO")[1].endswith(": no clear change).")
+
+
+def test_duel_table_says_who_prefers_the_policys_answers(tmp_path):
+    long, short = make_pairs(1)[0]["answers"]
+    prompts = [p["prompt"] for p in make_pairs(6)]
+    answers = {"SFT": [long] * 6, "PPO": [short] * 6, "same": [long] * 6}
+    ann = hf.SimulatedAnnotator("short", per_word=0.03, noise=0.001)
+    paths = Paths(root=tmp_path)
+
+    def more_words(prompts, texts):
+        return [len(t.split()) for t in texts]
+
+    table = hf.duel_table(more_words, prompts, answers, "SFT", ann, paths)
+    assert list(table.index) == ["PPO", "same"] and table.loc["PPO", "pairs decided"] == 6
+    assert table.loc["PPO", "annotator prefers the policy"] == 1.0 and table.loc["PPO", "score prefers the policy"] == 0.0
+    assert table.loc["PPO", "score agrees with the annotator"] == 0.0
+    assert table.loc["same", "pairs decided"] == 0 and np.isnan(table.loc["same", "score prefers the policy"])
+    assert len(hf.read_labels([hf.label_file(paths, "short")])) == 6  # identical answers make no pair to label

@@ -389,6 +389,62 @@ def test_live_plot_is_a_no_op_outside_jupyter_and_plots_history():
     assert len([ax for ax in fig.axes if ax.get_title()]) == 2
 
 
+def test_replay_kl_controller_gives_back_an_adaptive_runs_betas(make_tiny_model, tiny_tokenizer):
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    # a short horizon, so beta moves by up to 0.2 * 16 / 40 = 8% per update
+    cfg = small_cfg(total_updates=4, adaptive_kl=True, kl_coef=0.1, target_kl=0.05, kl_horizon=40)
+    history = run(make_tiny_model(), tiny_tokenizer, reward, cfg).history
+    logged = [r["objective/beta"] for r in history]
+    replayed = ppo_runs.replay_kl_controller([r["objective/kl"] for r in history], cfg)
+    assert replayed == pytest.approx(logged, rel=1e-12) and replayed[0] == 0.1 and len(set(logged)) > 1
+    # the rule itself: KL above the target by more than 20% -> beta grows by 0.2 * n / H per update
+    assert ppo_runs.replay_kl_controller([1.0, 1.0], cfg, episodes=40) == pytest.approx([0.1, 0.12])
+    assert ppo_runs.replay_kl_controller([0.0, 0.0, 0.0], cfg, episodes=20) == pytest.approx([0.1, 0.09, 0.081])
+    fixed = dataclasses.replace(cfg, adaptive_kl=False)
+    assert ppo_runs.replay_kl_controller([5.0, 0.0, 9.0], fixed) == [0.1, 0.1, 0.1]
+
+
+def test_start_and_end_gives_each_runs_first_update_and_last_mean():
+    runs = {"a": [{"step": i, "objective/kl": float(i), "objective/gold": 0.5} for i in range(1, 7)],
+            "b": [{"step": 1, "objective/kl": 2.0}]}  # one update, no gold logged
+    table = ppo_runs.start_and_end(runs, ["objective/kl", "objective/gold"], last=4)
+    assert list(table.index) == [("a", "update 1"), ("a", "last 4 updates"), ("b", "update 1"), ("b", "last 4 updates")]
+    assert list(table["objective/kl"]) == [1.0, 4.5, 2.0, 2.0] and table.loc[("a", "last 4 updates"), "objective/gold"] == 0.5
+    assert table["objective/gold"].loc["b"].isna().all()
+
+
+def test_plot_runs_draws_one_panel_per_logged_key_and_one_line_per_run():
+    runs = {name: [{"step": i, "objective/kl": k * i, "val/num_eos_tokens": 60 - k} for i in range(1, 6)]
+            for k, name in ((1, "short run"), (2, "course run"))}
+    fig = ppo_runs.plot_runs(runs, ["objective/kl", "missing/key", "val/num_eos_tokens"], title="t")
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [ppo_runs.METRIC_LABELS[k][0] for k in
+                                                 ("objective/kl", "val/num_eos_tokens")]
+    assert all(len(ax.get_lines()) == 2 for ax in panels)
+    assert [t.get_text() for t in panels[-1].get_legend().get_texts()] == ["short run", "course run"]
+    runs["replay"] = [{"step": 1, "objective/kl": 0.0}]  # in the first panel only: still in the legend
+    fig = ppo_runs.plot_runs(runs, ["objective/kl", "val/num_eos_tokens"])
+    assert [t.get_text() for t in fig.axes[-1].get_legend().get_texts()] == ["short run", "course run", "replay"]
+
+
+def test_short_run_trains_a_copy_checkpoints_it_and_starts_over(make_tiny_model, tiny_tokenizer, tmp_path):
+    model = make_tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    stages = ppo_runs.PPOStages(model, make_tiny_model(), tiny_tokenizer, ConstantReward(0.5), PROMPTS,
+                                small_cfg(), tmp_path / "ppo")
+    words = {"words": lambda prompts, responses: [float(len(r.split())) for r in responses]}
+    reward = TokenFrequencyReward(tiny_tokenizer, target_ids(tiny_tokenizer))
+    out = tmp_path / "exercise" / "ppo_short"
+    first = stages.short_run(small_cfg(total_updates=2), out, reward_source=reward, prompts=PROMPTS[:4],
+                             extra_metrics=words)
+    assert len(first.history) == 2 and all("objective/words" in r for r in first.history)
+    assert json.loads((out / PPO_INFO).read_text())["step"] == 2 and not (tmp_path / "ppo").exists()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())  # the SFT policy untouched
+    again = stages.short_run(small_cfg(total_updates=2), out, reward_source=reward, prompts=PROMPTS[:4])
+    assert [r["step"] for r in again.history] == [1, 2]  # started over, not resumed at update 2
+    assert [untimed(r)["objective/kl"] for r in again.history] == [r["objective/kl"] for r in first.history]
+
+
 # ------------------------------------------------------------------------------------- course loader
 def test_fit_response_length_follows_the_answers_and_drops_the_eos_penalty_under_a_short_cap():
     from rlhf_helpers.core.config import PPOConfig
