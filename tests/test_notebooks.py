@@ -12,14 +12,14 @@ import nbformat
 import pytest
 
 from rlhf_helpers.core.artifacts import REPO_ROOT, STAGES, Paths, read_records
-from rlhf_helpers.runner import NOTEBOOK_DIR, course_notebooks, execute_notebook
+from rlhf_helpers.runner import NOTEBOOK_DIR, course_notebooks, execute_notebook, solution_notebooks
 
 NOTEBOOKS = course_notebooks()
 
 
-def test_notebooks_are_stored_clean_and_short():
-    assert [nb.name[:2] for nb in NOTEBOOKS][:2] == ["00", "01"]
-    for path in NOTEBOOKS:
+def test_notebooks_and_solutions_are_stored_clean_and_short():
+    assert [nb.name[:2] for nb in NOTEBOOKS][:2] == ["00", "01"] and len(solution_notebooks()) == len(NOTEBOOKS)
+    for path in [*NOTEBOOKS, *solution_notebooks()]:
         nb = nbformat.read(str(path), 4)
         nbformat.validate(nb)
         for cell in nb.cells:
