@@ -357,12 +357,12 @@ def saved_activations_mb(trainer: ppo.PPOTrainerLite, rollout: ppo.Rollout) -> f
 
 def efficiency_table(writer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, reward: ClassifierSource,
                      prompts: Sequence[str], eval_prompts: Sequence[str], profile: Profile,
-                     progress: bool = True) -> pd.DataFrame:
+                     progress: bool = True, only: Sequence[str] | None = None) -> pd.DataFrame:
     """The same short sentiment run (``table_updates`` updates) once per :func:`variants` row, from the same writer:
     trainable parameters, whether PPO holds a second copy of the weights as its reference, peak memory during training, activations kept for backward (one minibatch), seconds per
     update (the first left out: warm-up), the classifier reward of the held-out continuations (gain over the writer)
     and their KL to it. LoRA runs at ``lora_learning_rate`` with rank ``lora_r``; its reference is the same model with
-    the adapters off (no copy)."""
+    the adapters off (no copy). ``only``: the names of the rows to run (default: every variant)."""
     import pandas as pd
     import torch
     from tqdm.auto import tqdm
@@ -370,8 +370,12 @@ def efficiency_table(writer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     cfg = profile.sentiment
     writer_table, _ = compare_policies({"writer": writer}, tokenizer, eval_prompts, reward, cfg)
     before = writer_table.loc["writer", "reward_mean"]  # every variant's continuations are compared with these
+    chosen = [v for v in variants(torch.cuda.is_available()) if only is None or v.name in only]
+    if only is not None and len(chosen) != len(set(only)):
+        known = [v.name for v in variants(torch.cuda.is_available())]
+        raise ValueError(f"unknown variant(s) {sorted(set(only) - set(known))}; the variants: {known}")
     rows = {}
-    for v in tqdm(variants(torch.cuda.is_available()), desc="variants", disable=not progress):
+    for v in tqdm(chosen, desc="variants", disable=not progress):
         run_cfg = sentiment_ppo_config(profile, total_updates=cfg.table_updates, use_lora=v.use_lora,
                                        gradient_checkpointing=v.gradient_checkpointing, mixed_precision=v.mixed_precision,
                                        lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
@@ -391,6 +395,71 @@ def efficiency_table(writer: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
                         "s_per_update": sum(seconds) / len(seconds), "reward_after": table.loc[v.name, "reward_mean"],
                         "reward_gain": table.loc[v.name, "reward_mean"] - before, "kl": table.loc[v.name, "kl"]}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+# ============================================================================================== exercises
+def with_label(source: ClassifierSource, label: str,
+               kind: type[ClassifierSource] = ClassifierSource) -> ClassifierSource:
+    """The same classifier (the same weights, no copy) as a reward of ``label`` (``"POSITIVE"`` or
+    ``"NEGATIVE"``), as a ``kind`` (:class:`ClassifierSource`: log-odds; :class:`RawLogitSource`: TRL's raw logit)."""
+    return kind(source.model, source.tokenizer, label, include_prompt=source.include_prompt,
+                batch_size=source.batch_size, max_length=source.max_length, name=source.name.split(":")[0])
+
+
+def class_logits(source: ClassifierSource, texts: Sequence[str]) -> torch.Tensor:
+    """The classifier's raw logits of every class for each text, ``[N, num_labels]`` (float32, CPU), truncated
+    and batched as :meth:`ClassifierSource.log_odds` reads them."""
+    import torch
+
+    device = next(source.model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), source.batch_size):
+            enc = source.tokenizer(list(texts[i : i + source.batch_size]), padding=True, truncation=True,
+                                   max_length=source.max_length, return_tensors="pt").to(device)
+            out.append(source.model(**enc).logits.float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, source.model.config.num_labels)
+
+
+class RawLogitSource(ClassifierSource):
+    """TRL's IMDB reward: the raw logit of the label, not its log-odds. With a softmax head, raising every logit
+    alike raises this reward without changing the classifier's belief (notebook 09, exercise 5)."""
+
+    def log_odds(self, texts: Sequence[str]) -> torch.Tensor:
+        """The label's raw logit for each text, ``[N]`` (what :meth:`score` returns as the reward)."""
+        return class_logits(self, texts)[:, self.label_id]
+
+
+def word_shift(samples: pd.DataFrame, before: str, after: str, n: int = 10) -> pd.DataFrame:
+    """The ``n`` words whose rate (per 1000 words of continuation) rose most from policy ``before`` to policy
+    ``after`` in :func:`compare_policies`' ``samples``: columns ``before``, ``after`` (rates) and ``change``."""
+    import re
+    from collections import Counter
+
+    import pandas as pd
+
+    def rates(policy: str) -> pd.Series:
+        words = [w for t in samples.loc[samples.policy == policy, "continuation"]
+                 for w in re.findall(r"[a-z']+", t.lower())]
+        if not words:
+            raise ValueError(f"no continuation of policy {policy!r} in samples")
+        return pd.Series(Counter(words), dtype=float) * 1000 / len(words)
+
+    table = pd.DataFrame({"before": rates(before), "after": rates(after)}).fillna(0.0)
+    table["change"] = table["after"] - table["before"]
+    return table.sort_values(["change", "after"], ascending=False).head(n)
+
+
+def unseen_word_share(texts: Sequence[str], known: Sequence[str]) -> float:
+    """The share of the words of ``texts`` (lower-cased runs of letters and apostrophes) that occur nowhere in
+    ``known`` (e.g. the training reviews): broken words such as ``"beautififul"`` count, real ones do not."""
+    import re
+
+    vocabulary = {w for t in known for w in re.findall(r"[a-z']+", t.lower())}
+    words = [w for t in texts for w in re.findall(r"[a-z']+", t.lower())]
+    if not words:
+        raise ValueError("texts have no words")
+    return sum(w not in vocabulary for w in words) / len(words)
 
 
 # ============================================================================================== saving and plots

@@ -125,7 +125,7 @@ def sft_features(pairs: Dataset, tokenizer: PreTrainedTokenizerBase, max_length:
                 "labels": target + [tokenizer.eos_token_id]}
 
     with loading.quiet_datasets():
-        return pairs.map(encode, remove_columns=pairs.column_names)
+        return pairs.map(encode, remove_columns=pairs.column_names, keep_in_memory=True)  # no cache file in the data
 
 
 @dataclass
@@ -201,8 +201,10 @@ def train_ppo(profile: Profile, sft: PreTrainedModel, tokenizer: PreTrainedToken
               progress: bool = True) -> ppo.PPOResult:
     """PPO (:func:`rlhf_helpers.ppo.train_ppo`, :func:`ppo_config`) of a copy of ``sft`` against ``reward_source``;
     ``sft`` itself is the frozen reference. The final policy, its tokenizer and the log (``log.jsonl``) are saved
-    atomically to checkpoint ``seq2seq_ppo``."""
-    result = ppo.train_ppo(copy.deepcopy(sft), sft, tokenizer, reward_source, prompts, ppo_config(profile),
+    atomically to checkpoint ``seq2seq_ppo``. The trainer freezes ``sft`` (its reference); the copy is made
+    trainable, so a second run from the same ``sft`` (an exercise's) trains as the first did."""
+    policy = copy.deepcopy(sft).requires_grad_(True)
+    result = ppo.train_ppo(policy, sft, tokenizer, reward_source, prompts, ppo_config(profile),
                            callbacks=callbacks, extra_metrics=extra_metrics, progress=progress)
 
     def write(tmp: Path) -> None:
@@ -256,3 +258,48 @@ def save_results(ev: Evaluation, profile: Profile, ppo_seconds: float) -> pd.Dat
             ""]
     artifacts.write_text(profile.paths.result("seq2seq.md"), "\n".join(text))
     return table
+
+
+# ============================================================================================= exercises
+class RougeReward:
+    """A reward source (``score(prompts, responses)``) whose reward is the ROUGE-L F1 of each answer against the
+    reference answer of its prompt (notebook 10, exercise 4): a reward that pays for the reference's words."""
+
+    name = "rougeL"
+
+    def __init__(self, references: Mapping[str, str]):
+        if not references:
+            raise ValueError("RougeReward needs at least one prompt -> reference pair")
+        self.references = dict(references)
+
+    def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """``[N]`` ROUGE-L F1 in ``[0, 1]``; a prompt without a reference raises ``KeyError``, naming it."""
+        import torch
+
+        from .core.text_metrics import rouge_per_example
+
+        missing = [p for p in prompts if p not in self.references]
+        if missing:
+            raise KeyError(f"no reference for prompt {missing[0]!r} ({len(missing)} prompt(s) without one)")
+        refs = [self.references[p] for p in prompts]
+        return torch.tensor(rouge_per_example(list(responses), refs)["rougeL"], dtype=torch.float32)
+
+
+def beam_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                 num_beams: int, max_new_tokens: int, batch_size: int = 32) -> list[str]:
+    """The answers of an encoder-decoder ``model`` to ``prompts`` (each in the course's chat format, as
+    :func:`rlhf_helpers.core.generation.generate` formats them) by beam search with ``num_beams`` beams
+    (``num_beams=1``: greedy), at most ``max_new_tokens`` tokens, special tokens dropped."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[str] = []
+    model.eval()
+    for i in range(0, len(prompts), batch_size):
+        texts = [format_prompt(tokenizer, p) for p in prompts[i : i + batch_size]]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            ids = model.generate(**enc, num_beams=num_beams, do_sample=False, max_new_tokens=max_new_tokens,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    return out

@@ -121,3 +121,43 @@ def test_writer_classifier_ppo_and_the_efficiency_table(review_profile):
     for name in ("full", "LoRA"):
         assert table.loc[f"{name} + checkpointing", "activations_mb"] < table.loc[name, "activations_mb"]
     assert (table.s_per_update > 0).all() and table.reward_gain.notna().all() and (table.precision == "no").all()
+    only = sentiment.efficiency_table(writer, tokenizer, classifier, prompts, held, review_profile, progress=False,
+                                      only=["LoRA"])
+    assert list(only.index) == ["LoRA"] and only.loc["LoRA", "trainable_params"] == table.loc["LoRA", "trainable_params"]
+    with pytest.raises(ValueError, match="unknown variant"):
+        sentiment.efficiency_table(writer, tokenizer, classifier, prompts, held, review_profile, progress=False,
+                                   only=["QLoRA"])
+    # the exercises' rewards: the same weights relabelled, and TRL's raw logit instead of the log-odds
+    texts = ["This film was wonderful. I loved it.", "This film was awful. I hated it.", "This film"]
+    logits = sentiment.class_logits(classifier, texts)
+    assert logits.shape == (3, 2)
+    negative = sentiment.with_label(classifier, "NEGATIVE")
+    assert negative.model is classifier.model and negative.name.endswith(":negative")
+    assert torch.allclose(negative.log_odds(texts), -classifier.log_odds(texts), atol=1e-5)
+    assert torch.allclose(classifier.log_odds(texts), logits[:, 1] - logits[:, 0], atol=1e-5)
+    raw = sentiment.with_label(classifier, "POSITIVE", sentiment.RawLogitSource)
+    assert isinstance(raw, sentiment.RawLogitSource)
+    assert torch.allclose(raw.score(["This film"] * 2, ["was wonderful.", "was awful."]),
+                          sentiment.class_logits(classifier, ["This film was wonderful.", "This film was awful."])[:, 1])
+
+
+def test_word_shift_ranks_the_words_a_policy_reaches_for():
+    import pandas as pd
+
+    samples = pd.DataFrame({"policy": ["writer", "writer", "PPO", "PPO"],
+                            "continuation": ["was dull. The acting was poor.", "was fine.",
+                                             "was great. Great acting!", "was great."]})
+    shift = sentiment.word_shift(samples, "writer", "PPO", n=2)
+    assert list(shift.index) == ["great", "acting"]  # "was": 3 of 8 words before, 2 of 6 after: its rate fell
+    assert shift.loc["great", "before"] == 0 and shift.loc["great", "after"] == pytest.approx(3 / 6 * 1000)
+    assert list(shift.columns) == ["before", "after", "change"] and len(shift) == 2
+    with pytest.raises(ValueError, match="no continuation of policy 'LoRA'"):
+        sentiment.word_shift(samples, "writer", "LoRA")
+
+
+def test_unseen_word_share_counts_words_the_reviews_never_use():
+    known = ["The film was wonderful.", "I hated it."]
+    assert sentiment.unseen_word_share(["The film was beautififul."], known) == pytest.approx(1 / 4)
+    assert sentiment.unseen_word_share(["I hated the film!"], known) == 0.0
+    with pytest.raises(ValueError, match="no words"):
+        sentiment.unseen_word_share(["..."], known)

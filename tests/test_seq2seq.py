@@ -153,3 +153,52 @@ def test_the_flan_t5_standin_loads_as_flan_t5_does(tmp_path, tokenizer):
     assert model.config.feed_forward_proj == "gated-gelu"
     batch = generate_ids(model, tok, ["hi"], GenerationConfig(max_new_tokens=4), progress=False)
     assert batch.response_ids.shape == (1, 4)
+
+
+def test_the_rouge_reward_pays_for_the_references_words():
+    rouge = seq2seq.RougeReward({"How do I sleep?": "Go to bed at the same time each night.", "Hi?": "Hello."})
+    scores = rouge.score(["How do I sleep?", "How do I sleep?", "Hi?"],
+                         ["Go to bed at the same time each night.", "Eat more plants.", "Hello."])
+    assert scores.shape == (3,) and scores[0] == pytest.approx(1.0) and scores[1] == 0.0 and scores[2] == 1.0
+    with pytest.raises(KeyError, match="no reference for prompt 'Why\\?'"):
+        rouge.score(["Why?"], ["Because."])
+    with pytest.raises(ValueError, match="at least one"):
+        seq2seq.RougeReward({})
+
+
+def test_beam_answers_with_one_beam_are_the_greedy_answers(trained_t5, tokenizer):
+    from rlhf_helpers.core.generation import generate
+
+    prompts = ["hi", "how are you today?"]
+    greedy = generate(trained_t5, tokenizer, prompts, GenerationConfig(max_new_tokens=8, do_sample=False),
+                      progress=False)
+    one = seq2seq.beam_answers(trained_t5, tokenizer, prompts, num_beams=1, max_new_tokens=8)
+    four = seq2seq.beam_answers(trained_t5, tokenizer, prompts, num_beams=4, max_new_tokens=8, batch_size=1)
+    assert one == [g.strip() for g in greedy] and len(four) == 2
+    assert all(set(a.split()) <= set(WORDS) for a in four)  # the trained words, nothing of the prompt
+
+
+def test_a_second_ppo_run_from_the_same_sft_model_still_trains(trained_t5, tokenizer, tmp_path):
+    """The trainer freezes its reference (the SFT model): a second run from it must not train a frozen copy (whose
+    optimizer would hold no weights: the policy would never move)."""
+    import copy
+
+    from rlhf_helpers.core.artifacts import Paths
+
+    sft = copy.deepcopy(trained_t5)
+    profile = dataclasses.replace(get_profile("tiny"), paths=Paths(tmp_path, tmp_path))
+    profile = dataclasses.replace(profile, seq2seq=dataclasses.replace(profile.seq2seq, ppo_updates=1, ppo_batch_size=8),
+                                  ppo=dataclasses.replace(profile.ppo, mini_batch_size=8, response_length=6))
+    prompts = [f"question {i}?" for i in range(8)]
+
+    class Length:  # a reward that varies from answer to answer (1-5 words): non-zero advantages
+        name = "length"
+
+        def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+            return torch.tensor([float(len(r.split())) for r in responses])
+
+    for _ in range(2):
+        result = seq2seq.train_ppo(profile, sft, tokenizer, Length(), prompts, progress=False)
+        # the reference is frozen by the trainer; the policy of every run (the second too) is trainable
+        assert all(p.requires_grad for p in result.policy.parameters())
+        assert not any(p.requires_grad for p in sft.parameters())
