@@ -71,13 +71,16 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", cate
 def to_conversational(ds: Dataset) -> Dataset:
     """``prompt``/``response`` records -> TRL's conversational format: a single ``messages`` column.
 
-    The other columns are dropped: a ``prompt`` column would make TRL treat the data as prompt-completion.
+    The other columns are dropped: a ``prompt`` column would make TRL treat the data as prompt-completion. The
+    result is kept in memory: ``map`` on the prepared data (saved by notebook 01) would otherwise write cache files
+    into its folder -- for TRL's tokenizing passes too, a new one whenever the training arguments change -- and an
+    exercise (:func:`rlhf_helpers.notebook_setup.exercise_profile`) must not write there.
     """
     missing = [c for c in ("prompt", "response") if c not in ds.column_names]
     if missing:
         raise ValueError(f"SFT data needs prompt/response columns; missing {missing} (have {ds.column_names})")
     return ds.map(lambda r: {"messages": chat.messages(r["prompt"], r["response"])},
-                  remove_columns=ds.column_names)
+                  remove_columns=ds.column_names, keep_in_memory=True)
 
 
 # =================================================================================== training arguments
@@ -91,11 +94,12 @@ def training_kwargs(cfg: TrainSchedule, output_dir: str | Path, progress: bool =
 
 
 def build_training_args(cfg: TrainSchedule, output_dir: str | Path, progress: bool = True,
-                        model_type: str | None = None):
-    """``trl.SFTConfig`` (TRL's TrainingArguments) for one run, from :func:`training_kwargs`."""
+                        model_type: str | None = None, overrides: Mapping[str, Any] | None = None):
+    """``trl.SFTConfig`` (TRL's TrainingArguments) for one run, from :func:`training_kwargs` updated with
+    ``overrides`` (e.g. ``{"assistant_only_loss": False}``: the loss on the whole sequence, notebook 02's exercise 1)."""
     from trl import SFTConfig as TrlSFTConfig
 
-    return TrlSFTConfig(**training_kwargs(cfg, output_dir, progress, model_type))
+    return TrlSFTConfig(**{**training_kwargs(cfg, output_dir, progress, model_type), **(overrides or {})})
 
 
 # ============================================================================================ measuring
@@ -137,9 +141,31 @@ class SFTRun:
         return [(int(r["step"]), float(r["eval_loss"])) for r in self.history if "eval_loss" in r]
 
 
+def _course_base(profile: Profile) -> Path | None:
+    """An exercise's profile (``Paths.reads_from``: :func:`rlhf_helpers.notebook_setup.exercise_profile`) with no
+    tiny base of its own: the course's base, if it was built with the same ModelConfig and seed (else ``None``:
+    the exercise builds its own, under its own root, never over the course's)."""
+    import dataclasses
+
+    reads_from = profile.paths.reads_from
+    if reads_from is None or profile.paths.checkpoint("base").exists():
+        return None
+    course = reads_from / profile.paths.checkpoint("base").relative_to(profile.paths.root)
+    try:
+        info = base_model.read_base_info(course)
+    except (OSError, ValueError):
+        return None
+    same = info.get("model_config") == dataclasses.asdict(profile.model) and info.get("seed") == profile.seed
+    return course if same else None
+
+
 def base_source(profile: Profile) -> str | Path:
-    """Where the profile's base model comes from: the tiny base's directory (built if missing) or a Hub name."""
+    """Where the profile's base model comes from: the tiny base's directory (built if missing; an exercise's
+    profile reads the course's, :func:`_course_base`) or a Hub name."""
     if profile.model.name == "tiny":  # several processes: the main one builds it, the others then find it
+        course = _course_base(profile)
+        if course is not None:
+            return course
         distributed.on_main_process(lambda: base_model.build_tiny_base(profile))
         return base_model.build_tiny_base(profile)
     return profile.model.name
@@ -147,14 +173,15 @@ def base_source(profile: Profile) -> str | Path:
 
 def build_trainer(model: Any, tokenizer: Any, cfg: TrainSchedule, train: Dataset, eval: Dataset,
                   output_dir: str | Path, peft_config: Any = None, callbacks: Sequence[Any] = (),
-                  progress: bool = True):
-    """TRL's ``SFTTrainer`` on ``prompt``/``response`` datasets with the loss on the response only.
+                  progress: bool = True, overrides: Mapping[str, Any] | None = None):
+    """TRL's ``SFTTrainer`` on ``prompt``/``response`` datasets with the loss on the response only (unless
+    ``overrides`` of the training arguments say otherwise: :func:`build_training_args`).
 
     With ``peft_config`` the trainer wraps ``model`` in LoRA adapters (``trainer.model`` is the ``PeftModel``).
     """
     from trl import SFTTrainer
 
-    args = build_training_args(cfg, output_dir, progress, model.config.model_type)
+    args = build_training_args(cfg, output_dir, progress, model.config.model_type, overrides)
     with loading.quiet_datasets():
         return SFTTrainer(model=model, args=args, train_dataset=to_conversational(train),
                           eval_dataset=to_conversational(eval), processing_class=tokenizer,
@@ -172,12 +199,14 @@ def train_and_save(
     prepare: Callable[[Any], None] | None = None,
     extra: Callable[[Any, Path], dict[str, Any]] | None = None,
     progress: bool = True,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SFTRun:
     """Train with SFTTrainer, evaluate before/during/after, save atomically to the stage's checkpoint.
 
     The run of both SFT notebooks. ``prepare(trainer)`` runs as soon as the trainer is built, before its optimizer
     exists (QLoRA: adapters kept in float32); ``extra(trained_model, tmp)`` runs after the model is saved to ``tmp``
-    and its dict joins ``train_info.json`` (QLoRA: the merged model).
+    and its dict joins ``train_info.json`` (QLoRA: the merged model). ``overrides`` change single training
+    arguments (:func:`build_training_args`); they are recorded in ``train_info.json``.
     """
     target = profile.paths.checkpoint(stage)
     timer = _step_timer()
@@ -186,7 +215,7 @@ def train_and_save(
     def write(tmp: Path) -> None:
         nonlocal trainer_model, history, info
         trainer = build_trainer(model, tokenizer, cfg, prep.sft["train"], prep.sft["eval"], tmp / "_trainer",
-                                peft_config, [timer], progress)
+                                peft_config, [timer], progress, overrides)
         if prepare is not None:
             prepare(trainer)
         args = trainer.args
@@ -217,6 +246,8 @@ def train_and_save(
             "optim": str(args.optim.value if hasattr(args.optim, "value") else args.optim),
             "config": {k: v for k, v in vars(cfg).items()},
         }
+        if overrides:
+            info["overrides"] = dict(overrides)
         trainer_model.eval()
         shutil.rmtree(tmp / "_trainer", ignore_errors=True)
         if not distributed.is_main_process():  # several processes: the main one saves (artifacts.atomic_dir)
@@ -236,18 +267,21 @@ def train_and_save(
     return SFTRun(stage, trainer_model, tokenizer, history, info, target)
 
 
-def train_full(profile: Profile, prep: PreparedData | None = None, progress: bool = True) -> SFTRun:
+def train_full(profile: Profile, prep: PreparedData | None = None, progress: bool = True,
+               overrides: Mapping[str, Any] | None = None) -> SFTRun:
     """Full SFT of the profile's base model on ``prep.sft`` (``profile.sft``); saved to checkpoint ``sft_full``.
 
     The weights train in float32 (mixed precision on a GPU keeps a float32 master copy: fp16 weights could not
-    be unscaled by the fp16 loss scaler).
+    be unscaled by the fp16 loss scaler). ``overrides``: single training arguments changed
+    (:func:`build_training_args`), e.g. ``{"assistant_only_loss": False}`` trains on the whole sequence.
     """
     from .data_prep import load_prepared
 
     prep = prep if prep is not None else load_prepared(profile)
     source = base_source(profile)
     model, tokenizer = loading.load_model(source, "float32")
-    return train_and_save("sft_full", model, tokenizer, profile.sft, profile, prep, progress=progress)
+    return train_and_save("sft_full", model, tokenizer, profile.sft, profile, prep, progress=progress,
+                          overrides=overrides)
 
 
 # ============================================================================================== loading
@@ -298,6 +332,18 @@ def heldout_answers(policies: Mapping[str, Any], tokenizer: Any, heldout: Datase
     prompts = list(heldout["prompt"])
     return {name: generate(model, tokenizer, prompts, profile.generation, desc=f"answers of {name}")
             for name, model in policies.items()}
+
+
+def response_eval_loss(model: Any, tokenizer: Any, cfg: TrainSchedule, eval_ds: Dataset) -> float:
+    """The SFT objective's eval loss -- mean cross-entropy on the response tokens (TRL's ``assistant_only_loss``,
+    prompt and padding masked) -- of any causal LM on ``eval_ds`` (``prompt``/``response`` records), computed as
+    :func:`train_and_save` computes a run's ``eval_loss``: a model trained with another loss (notebook 02's
+    exercise 1: on the whole sequence) is compared on the same footing. Nothing is trained or saved."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(model, tokenizer, cfg, eval_ds, eval_ds, tmp, progress=False)
+        return float(trainer.evaluate()["eval_loss"])
 
 
 def _rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
@@ -372,6 +418,6 @@ def save_report(profile: Profile, run: SFTRun, answers: Mapping[str, list[str]],
 
 __all__ = [
     "MERGED", "STAGES", "SFTRun", "base_source", "build_trainer", "build_training_args", "eval_curves",
-    "heldout_answers", "load_sft", "plot_losses", "read_history", "save_report",
+    "heldout_answers", "load_sft", "plot_losses", "read_history", "response_eval_loss", "save_report",
     "to_conversational", "train_and_save", "train_full", "training_kwargs",
 ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from .core.config import Profile, QLoRAConfig
 
 if TYPE_CHECKING:
     import pandas as pd
+    from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from .data_prep import PreparedData
@@ -102,6 +103,48 @@ def train_qlora(profile: Profile, prep: PreparedData | None = None, progress: bo
                                       modules_to_save=embedding_modules(model) if cfg.train_embeddings else ())
     return sft_full.train_and_save("sft_qlora", model, tokenizer, cfg, profile, prep, peft_config=peft_config,
                                    prepare=float32_adapters, extra=merge, progress=progress)
+
+
+def train_variants(profile: Profile, prep: PreparedData, variants: Mapping[str, Mapping[str, Any]],
+                   heldout: Dataset | None = None, progress: bool = False) -> tuple[pd.DataFrame, dict[str, SFTRun]]:
+    """Notebook 03's exercises: one QLoRA run (:func:`train_qlora`) per variant, each ``profile.qlora`` with the
+    variant's fields replaced (``{"r=4": {"lora_r": 4, "lora_alpha": 8}, "course": {}}``), in the same order.
+
+    Returns a table (one row per variant: trainable params, weights MB, seconds per step, the eval loss at step
+    0 and at the end, whether the base was 4-bit; with ``heldout``, also ROUGE-L against the references and the
+    judge's mean score of the merged model's greedy answers) and the runs (their ``history`` for the curves).
+    Every run saves to ``profile.paths.checkpoint("sft_qlora")``, the next replacing the last: pass an exercise's
+    profile (:func:`rlhf_helpers.notebook_setup.exercise_profile`), never the course's.
+    """
+    import dataclasses
+
+    import pandas as pd
+
+    rows: dict[str, dict[str, Any]] = {}
+    runs: dict[str, SFTRun] = {}
+    for name, changes in variants.items():
+        prof = dataclasses.replace(profile, qlora=dataclasses.replace(profile.qlora, **changes))
+        run = runs[name] = train_qlora(prof, prep, progress=progress)
+        info = run.info
+        rows[name] = {"trainable params": info["trainable_params"], "weights MB": info["weights_mb"],
+                      "s / step": info["seconds_per_step"], "step-0 eval loss": info["initial_eval_loss"],
+                      "eval loss": info["eval_loss"], "4-bit base": info["quantized"]}
+        if heldout is not None:  # the merged model: the same function as 4-bit + adapters, faster to sample
+            merged, tokenizer = sft_full.load_sft(prof, "sft_qlora")
+            rows[name].update(_heldout_scores(prof, merged, tokenizer, heldout))
+    return pd.DataFrame.from_dict(rows, orient="index"), runs
+
+
+def _heldout_scores(profile: Profile, model: Any, tokenizer: Any, heldout: Dataset) -> dict[str, float]:
+    """ROUGE-L and the judge's mean score of ``model``'s greedy answers to the held-out prompts."""
+    from .core.generation import generate
+    from .core.text_metrics import rouge_scores
+    from .judge import load_judge
+
+    prompts = list(heldout["prompt"])
+    answers = generate(model, tokenizer, prompts, profile.generation, progress=False)
+    return {"ROUGE-L": rouge_scores(answers, list(heldout["reference"]))["rougeL"],
+            "gold": float(load_judge(profile).score(prompts, answers).mean())}
 
 
 # =========================================================================================== QLoRA export
@@ -271,5 +314,5 @@ def comparison_table(profile: Profile, n_samples: int = 5) -> tuple[pd.DataFrame
 
 __all__ = [
     "comparison_table", "dequantized_base", "describe_layers", "embedding_modules", "load_adapters", "logit_difference",
-    "merge_adapters", "qlora_source", "train_qlora",
+    "merge_adapters", "qlora_source", "train_qlora", "train_variants",
 ]

@@ -119,3 +119,47 @@ def test_cpu_training_arguments(tmp_path, capsys):
     args = sft_full.build_training_args(get_profile("tiny").sft, tmp_path)
     assert args.use_cpu and not args.bf16 and not args.fp16
     assert not args.gradient_checkpointing and args.report_to == [] and args.assistant_only_loss
+
+
+# ------------------------------------------------------------------------------ exercises (notebook 02)
+def test_overrides_train_on_the_whole_sequence(sft_profile, sft_prep, tmp_path):
+    """``overrides={"assistant_only_loss": False}`` (exercise 02.1): the prompt tokens get labels too."""
+    source = sft_full.base_source(sft_profile)
+    tokenizer = loading.load_tokenizer(source)
+    model = loading.load_causal_lm(source, "float32")
+    records = sft_prep.sft["train"].select(range(2))
+    folder = sft_profile.paths.prepared_data
+    files = sorted(folder.rglob("*"))
+    for overrides, prompt_in_loss in ((None, False), ({"assistant_only_loss": False}, True)):
+        trainer = sft_full.build_trainer(model, tokenizer, sft_profile.sft, records, records, tmp_path,
+                                         progress=False, overrides=overrides)
+        assert trainer.args.assistant_only_loss is not prompt_in_loss
+        batch = trainer.data_collator([trainer.train_dataset[0]])
+        n_prompt = len(tokenizer(chat.format_prompt(tokenizer, records[0]["prompt"]), add_special_tokens=False)["input_ids"])
+        prompt_labels = batch["labels"][0, :n_prompt]
+        assert bool((prompt_labels != -100).all()) is prompt_in_loss
+        assert bool((prompt_labels == -100).all()) is not prompt_in_loss
+    assert sorted(folder.rglob("*")) == files  # no cache files written into the prepared data (notebook 01's)
+
+
+def test_response_eval_loss_is_the_runs_eval_loss(sft_profile, sft_prep, full_sft_run):
+    """The same response-only loss as the trainer's ``eval_loss``; a trained model has a lower one than the base."""
+    model, tokenizer = full_sft_run.model, full_sft_run.tokenizer
+    loss = sft_full.response_eval_loss(model, tokenizer, sft_profile.sft, sft_prep.sft["eval"])
+    assert loss == pytest.approx(full_sft_run.info["eval_loss"], rel=1e-4)
+    base = loading.load_causal_lm(sft_full.base_source(sft_profile), "float32")
+    base_loss = sft_full.response_eval_loss(base, tokenizer, sft_profile.sft, sft_prep.sft["eval"])
+    assert base_loss == pytest.approx(full_sft_run.info["initial_eval_loss"], rel=1e-4)
+
+
+def test_an_exercise_reads_the_course_base_and_builds_none(sft_profile, capsys):
+    import dataclasses
+
+    from rlhf_helpers import notebook_setup
+
+    ex = notebook_setup.exercise_profile(sft_profile, "02.1")
+    assert sft_full.base_source(ex) == sft_profile.paths.checkpoint("base")
+    assert not ex.paths.checkpoint("base").exists()  # nothing built under the exercise's root
+    other = dataclasses.replace(ex, model=dataclasses.replace(ex.model, n_layer=ex.model.n_layer + 1))
+    assert sft_full._course_base(other) is None  # another architecture: the course's base does not fit
+    assert sft_full._course_base(sft_profile) is None  # the course's own profile builds (or finds) its own

@@ -116,3 +116,28 @@ def test_comparison_table_from_both_reports(sft_profile, sft_prep, full_sft_run,
     assert table.loc["sft_full", "step-0 eval loss"] == table.loc["base", "eval loss"]
     assert list(samples.columns) == ["prompt", "reference", "base", "sft_full", "sft_qlora"] and len(samples) == 3
     assert sft_profile.paths.result("sft_comparison.csv").exists() and sft_profile.paths.result("sft_samples.csv").exists()
+
+
+# ------------------------------------------------------------------------------ exercises (notebook 03)
+@pytest.mark.filterwarnings("ignore:fan_in_fan_out:UserWarning")
+def test_train_variants_one_row_per_variant(sft_profile, sft_prep):
+    from rlhf_helpers import notebook_setup
+
+    ex = notebook_setup.exercise_profile(sft_profile, "03.1")
+    ex = dataclasses.replace(ex, qlora=dataclasses.replace(ex.qlora, max_steps=4, eval_steps=2))
+    gen = dataclasses.replace(ex.generation, max_new_tokens=8)
+    heldout = sft_prep.heldout.select(range(4))
+    variants = {"r=4": {"lora_r": 4, "lora_alpha": 8}, "r=8, adapters only": {"train_embeddings": False},
+                "r=8, float": {"load_in_4bit": False}}
+    table, runs = sft_qlora.train_variants(dataclasses.replace(ex, generation=gen), sft_prep, variants, heldout)
+    assert list(table.index) == list(runs) == list(variants)
+    embeddings = runs["r=4"].model.get_input_embeddings().weight.numel()
+    adapters_r8 = table.loc["r=8, adapters only", "trainable params"]
+    assert table.loc["r=4", "trainable params"] - embeddings == adapters_r8 // 2  # rank halves the adapters
+    assert table.loc["r=8, float", "trainable params"] == adapters_r8 + embeddings
+    assert table["4-bit base"].tolist() == [True, True, False]
+    assert table.loc["r=8, float", "weights MB"] > table.loc["r=4", "weights MB"]
+    assert (table["eval loss"] == [r.info["eval_loss"] for r in runs.values()]).all()
+    assert table["ROUGE-L"].between(0, 1).all() and table["gold"].between(0, 1).all()
+    assert (ex.paths.checkpoint("sft_qlora") / "merged").is_dir()  # the last variant, under the exercise's root
+    assert ex.paths.root.is_relative_to(sft_profile.paths.root / "exercises")
