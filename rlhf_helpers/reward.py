@@ -815,13 +815,20 @@ class ClassifierSource:
 
         device = next(self.model.parameters()).device
         out = []
-        with torch.no_grad():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt").to(device)
-                logits = self.model(**enc).logits.float()
-                others = torch.cat([logits[:, : self.label_id], logits[:, self.label_id + 1 :]], dim=1)
-                out.append((logits[:, self.label_id] - torch.logsumexp(others, dim=1)).cpu())
+        # Padded on the right, whatever the tokenizer's side: a GPT-2 classifier (the tiny profile's) numbers its
+        # positions from the first token, so left padding would move every text by its batch's padding and make
+        # its score depend on the other texts of the batch. The head reads the last token that is not padding.
+        side, self.tokenizer.padding_side = self.tokenizer.padding_side, "right"
+        try:
+            with torch.no_grad():
+                for i in range(0, len(texts), self.batch_size):
+                    enc = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
+                                         max_length=self.max_length, return_tensors="pt").to(device)
+                    logits = self.model(**enc).logits.float()
+                    others = torch.cat([logits[:, : self.label_id], logits[:, self.label_id + 1 :]], dim=1)
+                    out.append((logits[:, self.label_id] - torch.logsumexp(others, dim=1)).cpu())
+        finally:
+            self.tokenizer.padding_side = side
         return torch.cat(out) if out else torch.zeros(0)
 
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:

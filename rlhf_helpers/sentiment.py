@@ -201,6 +201,7 @@ def _train_tiny_classifier(profile: Profile, reviews: Reviews,
     cfg = profile.sentiment
     base_dir = base_model.build_tiny_base(profile, progress=progress)
     tokenizer = loading.load_tokenizer(base_dir)
+    tokenizer.padding_side = "right"  # GPT-2 numbers positions from the first token: as ClassifierSource scores
     with loading.loading_from(base_dir):  # transformers reports the new head (score.weight MISSING): the point here
         model = AutoModelForSequenceClassification.from_pretrained(
             base_dir, num_labels=2, id2label=dict(enumerate(LABELS)), label2id={v: i for i, v in enumerate(LABELS)},

@@ -375,11 +375,13 @@ def test_classifier_source_scores_the_log_odds_of_its_label(tmp_path, rm_tokeniz
     rm_tokenizer.save_pretrained(tmp_path)
     source = reward.ClassifierSource.from_pretrained(str(tmp_path), "positive", device="cpu", max_length=64,
                                                      include_prompt=True)
+    source.tokenizer.padding_side = "left"  # the course's tokenizers pad left, for generation
     scores = source.score(["q", "q"], ["Great rice!", "Bad"])
-    enc = source.tokenizer(["q Great rice!", "q Bad"], padding=True, return_tensors="pt")
-    with torch.no_grad():
-        p = source.model(**enc).logits.softmax(-1)[:, 1]
+    with torch.no_grad():  # each text alone, unpadded: its score must not depend on the rest of its batch
+        p = torch.cat([source.model(**source.tokenizer([t], return_tensors="pt")).logits.softmax(-1)[:, 1]
+                       for t in ["q Great rice!", "q Bad"]])
     assert torch.allclose(scores, (p / (1 - p)).log(), atol=1e-4) and source.name.endswith(":positive")
+    assert source.tokenizer.padding_side == "left"  # restored
     assert torch.allclose(source.probabilities(["q Great rice!", "q Bad"]), p, atol=1e-5)
     source.model.score.register_forward_hook(lambda module, args, out: out + 5.0)  # every logit up by 5
     assert torch.allclose(source.score(["q", "q"], ["Great rice!", "Bad"]), scores, atol=1e-4)
