@@ -81,6 +81,7 @@ def test_with_needs_closes_over_what_each_stage_needs_in_pipeline_order():
     assert artifacts.with_needs(["ppo"]) == ["data", "sft_full", "reward", "ppo"]
     assert artifacts.with_needs(["sft_qlora", "data"]) == ["data", "sft_full", "sft_qlora"]
     assert artifacts.with_needs([]) == []
+    assert artifacts.with_needs(["seq2seq_ppo"]) == ["data", "sft_full", "reward", "seq2seq_ppo"]  # notebook 10's T5
     with pytest.raises(KeyError, match="'rm'.*expected one of data, base"):
         artifacts.with_needs(["rm"])
     for stage, spec in STAGES.items():  # a stage needs only what earlier notebooks make: building never loops

@@ -61,6 +61,9 @@ STAGES: dict[str, Stage] = {
     "sft_qlora": Stage("03_sft_qlora.ipynb", TRAIN_INFO, LOG_HISTORY, needs=("data", "sft_full")),  # compares to 02
     "reward": Stage("04_reward_modeling.ipynb", REWARD_INFO, LOG_HISTORY, needs=("data", "sft_full")),
     "ppo": Stage("05_ppo.ipynb", PPO_INFO, PPO_LOG, needs=("data", "sft_full", "reward")),
+    # notebook 10's T5, after SFT and after PPO against notebook 04's reward model (its exercises read them)
+    "seq2seq_sft": Stage("10_seq2seq_policy.ipynb", TRAIN_INFO, LOG_HISTORY, needs=("data", "reward")),
+    "seq2seq_ppo": Stage("10_seq2seq_policy.ipynb", PPO_LOG, PPO_LOG, needs=("data", "reward")),
 }
 
 
