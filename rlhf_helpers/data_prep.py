@@ -1031,13 +1031,19 @@ def prepare_course_data(profile: Profile, save: bool = True) -> PreparedData:
 
 
 def load_prepared(profile: Profile) -> PreparedData:
-    """Load what :func:`prepare_course_data` saved; raises ``MissingStageError`` naming notebook 01 if absent."""
+    """Load what :func:`prepare_course_data` saved; raises ``MissingStageError`` naming notebook 01 if absent.
+
+    The splits are read into memory: a ``map`` or ``filter`` of a dataset backed by the saved files writes its cache
+    files beside them, into the stage's folder, which later notebooks and every exercise must leave as it is."""
     from datasets import load_from_disk
 
     path = profile.paths.finished("data")
     reports = read_json(path / "reports.json")
-    return PreparedData(load_from_disk(str(path / "sft")), load_from_disk(str(path / "preferences")),
-                        load_from_disk(str(path / "heldout")),
+
+    def load(name: str) -> Any:
+        return load_from_disk(str(path / name), keep_in_memory=True)
+
+    return PreparedData(load("sft"), load("preferences"), load("heldout"),
                         {k: ValidationReport.from_dict(r) for k, r in reports.items()},
                         read_json(path / DATA_INFO))
 

@@ -645,6 +645,9 @@ def test_prepare_course_data_splits_saves_and_loads_back(tmp_path):
     assert loaded.sft["eval"].to_list() == prepared.sft["eval"].to_list()
     assert loaded.heldout["prompt"] == prepared.heldout["prompt"]
     assert loaded.reports["sft"] == prepared.reports["sft"] and loaded.info == prepared.info
+    before = sorted(p.relative_to(paths.root) for p in paths.root.rglob("*"))
+    loaded.preferences["train"].filter(lambda r: not r["label_noise"]).map(lambda r: {"n": len(r["chosen"])})
+    assert sorted(p.relative_to(paths.root) for p in paths.root.rglob("*")) == before  # no cache file beside the splits
 
     again = prepare_course_data(profile)  # a second run replaces the first, same result, no leftovers
     assert again.preferences["test"]["prompt"] == prepared.preferences["test"]["prompt"]
