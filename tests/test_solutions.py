@@ -49,3 +49,15 @@ def test_every_exercise_has_a_tier_a_time_and_a_solution_that_writes_its_own_fol
         assert "<markdown>\n**Discussion.**" in section, f"{solutions.name}: exercise {k} has no discussion"
     assert f"[{notebook.name}](../{notebook.name})" in nb.cells[0].source
 
+
+
+def test_the_workshop_agendas_name_only_exercises_that_exist():
+    """The guide's agenda tables ("04: 3, 5, 7"; "02: 1; 03: 1 or 5") point at exercises by number."""
+    exercises = {nb.name[:2]: {int(n) for n in ITEM.findall(exercises_cell(nb))} for nb in NOTEBOOKS}
+    guide = (Path(__file__).parents[1] / "workshop" / "README.md").read_text()
+    named = [(nb, int(k)) for row in re.findall(r"^\|.*\|\s*$", guide, re.M)
+             for nb, ks in re.findall(r"\b(\d\d): ((?:\d+(?:, | or )?)+)", row.rstrip("|").split("|")[-1])
+             for k in re.split(r", | or ", ks.strip())]
+    assert len(named) >= 10, f"the agenda tables name {len(named)} exercises: did their format change?"
+    missing = [f"{nb}.{k}" for nb, k in named if k not in exercises.get(nb, set())]
+    assert not missing, f"workshop/README.md's agendas name exercises that do not exist: {missing}"
