@@ -150,8 +150,8 @@ def test_the_cpu_profile_runs_a_qwen2_chatml_model_on_chat_message_pairs(tmp_pat
                                settings, monkeypatch)
     assert sorted(printed) == ["01", "02", "03", "04", "05", "06", "07"] and "profile : cpu" in printed["01"]
     assert "chat-message preference pairs" in printed["01"] and "Qwen2ForCausalLM" in printed["01"]
-    for stage in STAGES:
-        if stage != "base":
+    for stage, made_by in STAGES.items():
+        if stage != "base" and made_by.notebook[:2] in printed:  # every stage of the notebooks run (not 10's T5)
             paths.finished(stage)
     assert "at step 0 the 4-bit base" in printed["03"] and "RLOO/GRPO answers: at most 16 tokens" in printed["07"]
     tokenizer = loading.load_tokenizer(paths.checkpoint("ppo"))
