@@ -809,8 +809,8 @@ class ClassifierSource:
 
         return torch.sigmoid(self.log_odds(texts))
 
-    def log_odds(self, texts: Sequence[str]) -> torch.Tensor:
-        """``log p(label) - log(1 - p(label))`` for each text, ``[N]`` (float32, CPU)."""
+    def logits(self, texts: Sequence[str]) -> torch.Tensor:
+        """The classifier's raw logits of every class for each text, ``[N, num_labels]`` (float32, CPU)."""
         import torch
 
         device = next(self.model.parameters()).device
@@ -824,12 +824,18 @@ class ClassifierSource:
                 for i in range(0, len(texts), self.batch_size):
                     enc = self.tokenizer(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
                                          max_length=self.max_length, return_tensors="pt").to(device)
-                    logits = self.model(**enc).logits.float()
-                    others = torch.cat([logits[:, : self.label_id], logits[:, self.label_id + 1 :]], dim=1)
-                    out.append((logits[:, self.label_id] - torch.logsumexp(others, dim=1)).cpu())
+                    out.append(self.model(**enc).logits.float().cpu())
         finally:
             self.tokenizer.padding_side = side
-        return torch.cat(out) if out else torch.zeros(0)
+        return torch.cat(out) if out else torch.zeros(0, self.model.config.num_labels)
+
+    def log_odds(self, texts: Sequence[str]) -> torch.Tensor:
+        """``log p(label) - log(1 - p(label))`` for each text, ``[N]`` (float32, CPU), from :meth:`logits`."""
+        import torch
+
+        logits = self.logits(texts)
+        others = torch.cat([logits[:, : self.label_id], logits[:, self.label_id + 1 :]], dim=1)
+        return logits[:, self.label_id] - torch.logsumexp(others, dim=1)
 
     def score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         _check_batch(prompts, responses)

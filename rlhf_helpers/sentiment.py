@@ -407,28 +407,13 @@ def with_label(source: ClassifierSource, label: str,
                 batch_size=source.batch_size, max_length=source.max_length, name=source.name.split(":")[0])
 
 
-def class_logits(source: ClassifierSource, texts: Sequence[str]) -> torch.Tensor:
-    """The classifier's raw logits of every class for each text, ``[N, num_labels]`` (float32, CPU), truncated
-    and batched as :meth:`ClassifierSource.log_odds` reads them."""
-    import torch
-
-    device = next(source.model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(texts), source.batch_size):
-            enc = source.tokenizer(list(texts[i : i + source.batch_size]), padding=True, truncation=True,
-                                   max_length=source.max_length, return_tensors="pt").to(device)
-            out.append(source.model(**enc).logits.float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, source.model.config.num_labels)
-
-
 class RawLogitSource(ClassifierSource):
     """TRL's IMDB reward: the raw logit of the label, not its log-odds. With a softmax head, raising every logit
     alike raises this reward without changing the classifier's belief (notebook 09, exercise 5)."""
 
     def log_odds(self, texts: Sequence[str]) -> torch.Tensor:
         """The label's raw logit for each text, ``[N]`` (what :meth:`score` returns as the reward)."""
-        return class_logits(self, texts)[:, self.label_id]
+        return self.logits(texts)[:, self.label_id]
 
 
 def word_shift(samples: pd.DataFrame, before: str, after: str, n: int = 10) -> pd.DataFrame:

@@ -129,8 +129,10 @@ def test_writer_classifier_ppo_and_the_efficiency_table(review_profile):
                                    only=["QLoRA"])
     # the exercises' rewards: the same weights relabelled, and TRL's raw logit instead of the log-odds
     texts = ["This film was wonderful. I loved it.", "This film was awful. I hated it.", "This film"]
-    logits = sentiment.class_logits(classifier, texts)
-    assert logits.shape == (3, 2)
+    classifier.tokenizer.padding_side = "left"  # as a generating tokenizer's: scoring pads right all the same
+    logits = classifier.logits(texts)
+    assert logits.shape == (3, 2) and classifier.tokenizer.padding_side == "left"
+    assert torch.allclose(logits[2], classifier.logits(texts[2:])[0], atol=1e-5)  # batch padding changes nothing
     negative = sentiment.with_label(classifier, "NEGATIVE")
     assert negative.model is classifier.model and negative.name.endswith(":negative")
     assert torch.allclose(negative.log_odds(texts), -classifier.log_odds(texts), atol=1e-5)
@@ -138,7 +140,8 @@ def test_writer_classifier_ppo_and_the_efficiency_table(review_profile):
     raw = sentiment.with_label(classifier, "POSITIVE", sentiment.RawLogitSource)
     assert isinstance(raw, sentiment.RawLogitSource)
     assert torch.allclose(raw.score(["This film"] * 2, ["was wonderful.", "was awful."]),
-                          sentiment.class_logits(classifier, ["This film was wonderful.", "This film was awful."])[:, 1])
+                          classifier.logits(["This film was wonderful.", "This film was awful."])[:, 1])
+    assert torch.allclose(raw.log_odds(texts)[2:], raw.log_odds(texts[2:]), atol=1e-5)
 
 
 def test_word_shift_ranks_the_words_a_policy_reaches_for():
