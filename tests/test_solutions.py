@@ -50,7 +50,6 @@ def test_every_exercise_has_a_tier_a_time_and_a_solution_that_writes_its_own_fol
     assert f"[{notebook.name}](../{notebook.name})" in nb.cells[0].source
 
 
-
 def test_the_workshop_agendas_name_only_exercises_that_exist():
     """The guide's agenda tables ("04: 3, 5, 7"; "02: 1; 03: 1 or 5") point at exercises by number."""
     exercises = {nb.name[:2]: {int(n) for n in ITEM.findall(exercises_cell(nb))} for nb in NOTEBOOKS}
