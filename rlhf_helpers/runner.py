@@ -239,9 +239,16 @@ def course_summary(paths: Paths) -> str:
     return "\n\n".join(p.read_text().strip() for p in (paths.results / name for name in SUMMARIES) if p.exists())
 
 
+PIPELINE = tuple(f"{i:02d}" for i in range(7))  # notebooks 00-06: data to evaluation, the course's core pipeline
+
+
 def timing_table(runs: Sequence[NotebookRun]) -> str:
-    """Markdown table of each notebook's wall time."""
+    """Markdown table of each notebook's wall time and the total; when the core pipeline (:data:`PIPELINE`, whose
+    wall time the course budgets) ran beside other notebooks, its subtotal too."""
     rows = [f"| {r.notebook} | {r.seconds:.0f} |" for r in runs]
+    pipeline = [r.seconds for r in runs if r.notebook[:2] in PIPELINE]
+    if len(pipeline) == len(PIPELINE) < len(runs):
+        rows.append(f"| **00-06, data to evaluation** | **{sum(pipeline):.0f}** |")
     total = sum(r.seconds for r in runs)
     return "\n".join(["| notebook | wall time (s) |", "|---|---:|", *rows, f"| **total** | **{total:.0f}** |"])
 

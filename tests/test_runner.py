@@ -49,6 +49,13 @@ def test_update_readme_replaces_only_the_results_section(tmp_path):
     assert "](outputs/plots/p.png)" in text and "| **total** | **13** |" in text
 
 
+def test_timing_table_gives_the_pipelines_subtotal_beside_the_other_notebooks(tmp_path):
+    runs = [NotebookRun(f"{i:02d}_n.ipynb", 10.0 + i, tmp_path) for i in range(9)]
+    table = timing_table(runs)
+    assert "| **00-06, data to evaluation** | **91** |" in table and table.endswith("| **total** | **126** |")
+    assert "00-06" not in timing_table(runs[:7]) and "00-06" not in timing_table(runs[1:])  # all of it, or only it
+
+
 def test_course_summary_joins_the_notebooks_summaries_in_course_order(tmp_path):
     paths = Paths(root=tmp_path)
     assert runner.course_summary(paths) == ""
