@@ -148,16 +148,10 @@ def exercise_profile(profile: Profile, exercise: str) -> Profile:
     """``profile`` for one exercise (``"05.1"``: notebook 05, exercise 1): the same settings, but everything it
     writes (checkpoints, results, plots, label files) goes under ``<output root>/exercises/<exercise>/``, while
     the stages it does not make itself are read from the course's output root (:class:`Paths` ``reads_from``).
-    A retrained SFT model or reward model of an exercise never replaces the one the later notebooks load.
-
-    It also turns off the cache of 🤗 datasets for the kernel: a ``filter`` or ``map`` of the course's prepared splits
-    would otherwise write its cache files into the course's ``prepared_data`` folder."""
-    import datasets
-
+    A retrained SFT model or reward model of an exercise never replaces the one the later notebooks load."""
     if not re.fullmatch(r"\d\d\.\d+", exercise):
         raise ValueError(f"exercise {exercise!r}: expected 'NN.k', the notebook's number and the exercise's, e.g. '05.1'")
     root = profile.paths.root / EXERCISES / exercise
-    datasets.disable_caching()
     print(f"Exercise {exercise} writes to {root} (the course's stages are read from {profile.paths.root}).")
     return replace(profile, paths=Paths(root, profile.paths.data_dir, reads_from=profile.paths.root))
 

@@ -125,7 +125,7 @@ def sft_features(pairs: Dataset, tokenizer: PreTrainedTokenizerBase, max_length:
                 "labels": target + [tokenizer.eos_token_id]}
 
     with loading.quiet_datasets():
-        return pairs.map(encode, remove_columns=pairs.column_names, keep_in_memory=True)  # no cache file in the data
+        return pairs.map(encode, remove_columns=pairs.column_names)
 
 
 @dataclass

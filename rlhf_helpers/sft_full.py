@@ -71,16 +71,13 @@ warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", cate
 def to_conversational(ds: Dataset) -> Dataset:
     """``prompt``/``response`` records -> TRL's conversational format: a single ``messages`` column.
 
-    The other columns are dropped: a ``prompt`` column would make TRL treat the data as prompt-completion. The
-    result is kept in memory: ``map`` on the prepared data (saved by notebook 01) would otherwise write cache files
-    into its folder -- for TRL's tokenizing passes too, a new one whenever the training arguments change -- and an
-    exercise (:func:`rlhf_helpers.notebook_setup.exercise_profile`) must not write there.
+    The other columns are dropped: a ``prompt`` column would make TRL treat the data as prompt-completion.
     """
     missing = [c for c in ("prompt", "response") if c not in ds.column_names]
     if missing:
         raise ValueError(f"SFT data needs prompt/response columns; missing {missing} (have {ds.column_names})")
     return ds.map(lambda r: {"messages": chat.messages(r["prompt"], r["response"])},
-                  remove_columns=ds.column_names, keep_in_memory=True)
+                  remove_columns=ds.column_names)
 
 
 # =================================================================================== training arguments
