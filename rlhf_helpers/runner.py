@@ -248,7 +248,7 @@ def timing_table(runs: Sequence[NotebookRun]) -> str:
     rows = [f"| {r.notebook} | {r.seconds:.0f} |" for r in runs]
     pipeline = [r.seconds for r in runs if r.notebook[:2] in PIPELINE]
     if len(pipeline) == len(PIPELINE) < len(runs):
-        rows.append(f"| **00-06, data to evaluation** | **{sum(pipeline):.0f}** |")
+        rows.append(f"| **{PIPELINE[0]}-{PIPELINE[-1]}, data to evaluation** | **{sum(pipeline):.0f}** |")
     total = sum(r.seconds for r in runs)
     return "\n".join(["| notebook | wall time (s) |", "|---|---:|", *rows, f"| **total** | **{total:.0f}** |"])
 
